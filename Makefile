@@ -1,0 +1,29 @@
+# The two everyday commands: `make verify` (the verification report) and `make test` (the suite).
+# Each creates or reuses .venv and installs the project with its test extra when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: verify test bench gate lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	touch $(STAMP)
+
+verify: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 tests/test_layers.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --run-slow
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest -o addopts="" --benchmark-only --benchmark-group-by=group tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check nn reference tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks build *.egg-info

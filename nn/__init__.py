@@ -1,0 +1,20 @@
+"""A NumPy neural-network layer library that proves its own gradients.
+
+Every layer follows the contract of `nn.layer.Layer`: ``forward(x) -> (y, cache)``
+and ``backward(x, cache, dy, gradients) -> dx``. `nn.gradcheck` checks any layer
+against finite differences.
+"""
+
+from nn.activations import GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from nn.containers import Flatten, Sequential
+from nn.dense import Dense
+from nn.initializers import kaiming_normal, kaiming_uniform, xavier_normal, xavier_uniform
+from nn.io import load_parameters, save_parameters
+from nn.layer import Cache, Layer
+from nn.loss_base import Loss, Reduction
+from nn.losses import MSE, CrossEntropy
+from nn.normalization import LayerNorm
+from nn.optimizers import SGD, Adam, AdamW, BackwardPassOutput, Momentum, Optimizer, loss_and_grads
+from nn.regularization import Dropout
+
+__version__ = '0.1.0'
