@@ -1,0 +1,1 @@
+"""Registry cases, one module per layer family; each module defines ``CASES``."""
