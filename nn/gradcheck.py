@@ -100,9 +100,17 @@ class GradcheckError(AssertionError):
         message: The full explanation (also ``str(error)``).
     """
 
-    def __init__(self, tensor: str, message: str) -> None:
+    def __init__(self, *args: str, tensor: str | None = None) -> None:
+        # Both GradcheckError(tensor, message) and GradcheckError(message) (then
+        # set .tensor, or pass tensor=) are accepted.
+        if len(args) == 2:
+            tensor, message = args
+        elif len(args) == 1:
+            message = args[0]
+        else:
+            raise TypeError('GradcheckError expected (tensor, message) or (message)')
         super().__init__(message)
-        self.tensor = tensor
+        self.tensor = '' if tensor is None else tensor
         self.message = message
 
 
@@ -143,6 +151,7 @@ def _format_mismatch(
     actual_label: str,
     skip: np.ndarray | None = None,
     diagnose_axes: bool = True,
+    tol_note: str = '',
 ) -> str | None:
     """The failure message for two same-shape arrays, or None if they match.
 
@@ -175,7 +184,8 @@ def _format_mismatch(
         lines.append(f'    {_index_str(index)}: {e:.8g}, {a:.8g}, '
                      f'{diff.ravel()[flat]:.3g}, {rel.ravel()[flat]:.3g}')
     lines.append(f'  tolerance: rtol={rtol:g}, atol={atol:g} '
-                 f'(|{actual_label} - {expected_label}| <= atol + rtol*|{expected_label}|)')
+                 f'(|{actual_label} - {expected_label}| <= atol + rtol*|{expected_label}|)'
+                 f'{tol_note}')
     keep = np.ones(expected.shape, bool) if skip is None else ~skip
     diagnosis = _diagnose(np.where(keep, expected, 0.0), np.where(keep, actual, 0.0),
                           rtol=rtol, atol=atol, axes=diagnose_axes)
@@ -500,6 +510,13 @@ def _run_stencil(evaluate, point, n_dirs, L0, noise, eps, steps, tol_fn, detect_
     return _Stencil(F, kinks, fd)
 
 
+def _atol_note(atol: float, atol_base: float) -> str:
+    if atol == atol_base:
+        return ''
+    return (f'; atol = {atol_base:g} x {atol / atol_base:.3g}, the RMS of the upstream '
+            f'gradient (errors scale with it)')
+
+
 def _too_many_kinks(tensor, n_kinks, n, where, unit='entries'):
     return GradcheckError(
         tensor, f'{where}: {n_kinks} of {n} {unit} of {tensor!r} sit on kinks (the function '
@@ -507,9 +524,12 @@ def _too_many_kinks(tensor, n_kinks, n, where, unit='entries'):
                 f'meaningless. Move the input/parameters away from the kinks.')
 
 
-def _check_full(problem, tensor, base, grads, L0, noise, eps, rtol, atol, detect_kinks,
-                contexts):
-    """Full mode: every entry of `tensor` against the analytic gradients (m, *shape)."""
+def _check_full(problem, tensor, base, grads, L0, noise, eps, rtol, atol, atol_base,
+                detect_kinks, contexts):
+    """Full mode: every entry of `tensor` against the analytic gradients (m, *shape).
+
+    `atol` holds one absolute tolerance per upstream gradient (see `_check`).
+    """
     evaluate = problem.setter(tensor)
     flat = base.reshape(-1)
     n = flat.size
@@ -520,9 +540,10 @@ def _check_full(problem, tensor, base, grads, L0, noise, eps, rtol, atol, detect
         return value
     steps = ((flat + eps) - (flat - eps)) / eps  # the step actually taken, ~2
     stencil = _run_stencil(evaluate, point, n, L0, noise, eps, steps,
-                           lambda fd: atol + rtol * np.abs(fd), detect_kinks)
+                           lambda fd: atol[:, None] + rtol * np.abs(fd), detect_kinks)
     results = []
     for j_up, context in enumerate(contexts):
+        a_j = float(atol[j_up])
         fd = stencil.fd[j_up].reshape(base.shape)
         kink = stencil.kinks[j_up].reshape(base.shape)
         g = grads[j_up]
@@ -530,7 +551,7 @@ def _check_full(problem, tensor, base, grads, L0, noise, eps, rtol, atol, detect
         checked = ~kink
         diff = np.abs(g - fd)[checked]
         ref = np.abs(fd)[checked]
-        big = ref > atol
+        big = ref > a_j
         check = TensorCheck(
             tensor=tensor, mode='full', n_checked=int(checked.sum()), n_kinks=n_kinks,
             max_abs_err=float(diff.max()) if diff.size else 0.0,
@@ -541,17 +562,17 @@ def _check_full(problem, tensor, base, grads, L0, noise, eps, rtol, atol, detect
             error = _too_many_kinks(tensor, n_kinks, n, context)
         else:
             message = _format_mismatch(
-                tensor, fd, g, rtol=rtol, atol=atol, context=f'{context}, {tensor} full mode',
+                tensor, fd, g, rtol=rtol, atol=a_j, context=f'{context}, {tensor} full mode',
                 expected_label='finite-difference', actual_label='analytic',
-                skip=kink if n_kinks else None)
+                skip=kink if n_kinks else None, tol_note=_atol_note(a_j, atol_base))
             if message is not None:
                 error = GradcheckError(tensor, message)
         results.append(_TensorResult(check, fd_norm, error))
     return results
 
 
-def _check_probes(problem, tensor, base, grads, L0, noise, eps, rtol, atol, n_probes, probe,
-                  rng, detect_kinks, contexts):
+def _check_probes(problem, tensor, base, grads, L0, noise, eps, rtol, atol, atol_base,
+                  n_probes, probe, rng, detect_kinks, contexts):
     """Probe mode: directional derivatives along random directions u."""
     evaluate = problem.setter(tensor)
     if probe == 'rademacher':
@@ -568,11 +589,12 @@ def _check_probes(problem, tensor, base, grads, L0, noise, eps, rtol, atol, n_pr
     def tol_fd(fd):
         # Kink screening uses finite differences only: RMS(fd) estimates ||g||.
         g_norm = np.sqrt(np.mean(fd ** 2, axis=1, keepdims=True))
-        return atol * u_norm[None, :] + rtol * g_norm * u_norm[None, :]
+        return atol[:, None] * u_norm[None, :] + rtol * g_norm * u_norm[None, :]
     stencil = _run_stencil(evaluate, point, n_probes, L0, noise, eps,
                            np.full(n_probes, 2.0), tol_fd, detect_kinks)
     results = []
     for j_up, context in enumerate(contexts):
+        a_j = float(atol[j_up])
         g = grads[j_up]
         fd = stencil.fd[j_up]
         kink = stencil.kinks[j_up]
@@ -582,7 +604,7 @@ def _check_probes(problem, tensor, base, grads, L0, noise, eps, rtol, atol, n_pr
         # of |<error, u>|). Deliberately NOT scaled by sum(u)*sum(v): with
         # Rademacher u those sums are O(sqrt(n)) and random-signed, and such a
         # tolerance let wrong gradients pass in PyTorch's fast mode.
-        tol = atol * u_norm + rtol * g_norm * u_norm
+        tol = a_j * u_norm + rtol * g_norm * u_norm
         with np.errstate(invalid='ignore'):
             err = np.abs(fd - an)
             bad = ~(err <= tol) & ~kink
@@ -602,14 +624,14 @@ def _check_probes(problem, tensor, base, grads, L0, noise, eps, rtol, atol, n_pr
             error = _too_many_kinks(tensor, n_kinks, n_probes, where, 'probes')
         elif bad.any():
             error = GradcheckError(tensor, _probe_message(
-                problem, tensor, base, g, j_up, fd, an, err, tol, bad, kink, eps, rtol, atol,
-                where))
+                problem, tensor, base, g, j_up, fd, an, err, tol, bad, kink, eps, rtol, a_j,
+                where, _atol_note(a_j, atol_base)))
         results.append(_TensorResult(check, fd_norm, error))
     return results
 
 
 def _probe_message(problem, tensor, base, g, j_up, fd, an, err, tol, bad, kink, eps, rtol, atol,
-                   where):
+                   where, tol_note=''):
     """Failure message of probe mode, with a full-mode follow-up on a few entries."""
     n = len(fd)
     lines = [f'{where}: tensor {tensor!r} {tuple(base.shape)}: directional derivatives '
@@ -623,7 +645,7 @@ def _probe_message(problem, tensor, base, g, j_up, fd, an, err, tol, bad, kink, 
     for p in np.flatnonzero(bad)[np.argsort(-score[bad], kind='stable')][:5]:
         lines.append(f'    probe {int(p)}: {fd[p]:.8g}, {an[p]:.8g}, {err[p]:.3g}, {tol[p]:.3g}')
     lines.append(f'  tolerance per probe: atol*||u|| + rtol*||g||*||u|| with rtol={rtol:g}, '
-                 f'atol={atol:g}')
+                 f'atol={atol:g}{tol_note}')
     diagnosis = _diagnose(fd[~kink], an[~kink], rtol=rtol, atol=atol, axes=False)
     if diagnosis:
         lines.append(f'  diagnosis: {diagnosis}')
@@ -774,6 +796,12 @@ def _check(layer, x, upstream_kinds: Sequence, *, forward_kwargs, rng, eps, rtol
     noise = _NOISE_ULPS * np.finfo(np.float64).eps * (
         np.abs(problem.upstreams) @ np.abs(y0.reshape(-1)) + np.abs(L0))
 
+    # Tolerances are meant for an upstream gradient of unit scale. L is linear in
+    # it, so every gradient and every absolute error (finite-difference rounding
+    # noise included) scales with it: scale atol by max(1, RMS(upstream)). The
+    # 'large' upstream (x1e3) would otherwise fail correct layers on rounding noise.
+    atols = atol * np.maximum(1.0, np.sqrt(np.mean(problem.upstreams ** 2, axis=1)))
+
     tensors = []
     if check_input and x.size:
         tensors.append(('dx', x, np.stack(dxs)))
@@ -785,12 +813,13 @@ def _check(layer, x, upstream_kinds: Sequence, *, forward_kwargs, rng, eps, rtol
     for tensor, base, grads in tensors:
         try:
             if base.size <= max_full:
-                results = _check_full(problem, tensor, base, grads, L0, noise, eps, rtol, atol,
-                                      detect_kinks, contexts)
+                results = _check_full(problem, tensor, base, grads, L0, noise, eps, rtol, atols,
+                                      atol, detect_kinks, contexts)
             else:
                 # Probes are drawn once per tensor and shared by all upstreams.
                 results = _check_probes(problem, tensor, base, grads, L0, noise, eps, rtol,
-                                        atol, n_probes, probe, rng, detect_kinks, contexts)
+                                        atols, atol, n_probes, probe, rng, detect_kinks,
+                                        contexts)
         finally:
             if tensor != 'dx':
                 problem.restore()

@@ -118,6 +118,22 @@ class LayerNormLike(Layer):
                       - xhat * (gxhat * xhat).mean(-1, keepdims=True))
 
 
+class GeluTanh(Layer):
+    """GELU, tanh approximation: gradients of ~1e-7 far left, where a x1e3
+    upstream gradient makes finite-difference rounding noise exceed atol."""
+
+    def __init__(self, name='GELU'):
+        super().__init__(name)
+
+    def forward(self, x):
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))), {}
+
+    def backward_impl(self, x, cache, gy, gradients):
+        c = np.sqrt(2 / np.pi)
+        t = np.tanh(c * (x + 0.044715 * x ** 3))
+        return gy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x ** 2))
+
+
 class Chain(Layer):
     """Two nested TanhDense layers: keys 'Chain/D1/W', 'Chain/D2/b', ..."""
 
@@ -356,6 +372,16 @@ def test_battery_rejects_uninformative_upstream():
     with pytest.raises(GradcheckError) as info:
         check_layer_battery(Softmax(), x, upstreams=[('constant-rows', constant_rows)])
     assert info.value.tensor == 'dx' and 'every upstream' in str(info.value)
+
+
+def test_large_upstream_scales_atol_but_still_catches_bugs():
+    x = 3.0 * rand(4, 7, seed=0)
+    x[1, 5] = -5.405982642512624  # gradient ~1e-7: FD noise with a x1e3 upstream is ~1e-7
+    for seed in range(4):
+        check_layer_battery(GeluTanh(), x, rng=seed)
+    with pytest.raises(GradcheckError, match='RMS of the upstream') as info:
+        check_layer_battery(TanhDense(3, 7, bug='dx*1.001'), X, upstreams=['large'])
+    assert info.value.tensor == 'dx' and 'scaled by 1.001' in str(info.value)
 
 
 def test_battery_rejects_upstream_keyword():
