@@ -429,3 +429,64 @@ def test_diagnose_patterns():
     sq = rand(2, 4, 4, seed=4)
     assert 'transpose' in diagnose(sq, np.swapaxes(sq, -1, -2))
     assert diagnose(e, e + 1e-3 * rand(3, 5, seed=9)) is None
+
+
+class ScaledDense(TanhDense):
+    """Derives W_eff = 2 W in update_parameters: the checker must go through it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.W_eff = 2 * self.get_parameter('W')
+
+    def update_parameters(self, parameters):
+        super().update_parameters(parameters)
+        self.W_eff = 2 * self.get_parameter('W')
+
+    def astype(self, dtype):
+        super().astype(dtype)
+        self.W_eff = (2 * self.get_parameter('W')).astype(dtype)
+        return self
+
+    def forward(self, x):
+        y = np.tanh(x @ self.W_eff + self.get_parameter('b'))
+        return y, {'y': y}
+
+    def backward_impl(self, x, cache, gy, gradients):
+        gz = gy * (1 - cache['y'] ** 2)
+        self.accumulate(gradients, 'W', 2 * x.T @ gz)
+        self.accumulate(gradients, 'b', gz.sum(0))
+        return gz @ self.W_eff.T
+
+
+def test_layer_overriding_update_parameters_is_perturbed_through_it():
+    report = check_layer(ScaledDense(3, 5), X)
+    assert [c.tensor for c in report.checks] == ['dx', 'Dense/W', 'Dense/b']
+
+
+class Twice(Layer):
+    """The same Dense applied twice (shared parameters): gradients accumulate."""
+
+    def __init__(self, bug=None, name='Twice'):
+        super().__init__(name)
+        self.layers_ = [TanhDense(4, 4, name='Shared', seed=3)]
+        self.bug = bug
+
+    def forward(self, x):
+        h, c1 = self.layers_[0].forward(x)
+        y, c2 = self.layers_[0].forward(h)
+        return y, {'h': h, 'c1': c1, 'c2': c2}
+
+    def backward_impl(self, x, cache, gy, gradients):
+        inner = {} if self.bug == 'overwrite' else gradients
+        gh = self.layers_[0].backward(cache['h'], cache['c2'], gy, inner)
+        dx = self.layers_[0].backward(x, cache['c1'], gh, gradients)
+        return dx
+
+
+def test_shared_layer_accumulates():
+    x = rand(3, 4, seed=12)
+    report = check_layer(Twice(), x)
+    assert [c.tensor for c in report.checks] == ['dx', 'Shared/W', 'Shared/b']
+    with pytest.raises(GradcheckError) as info:
+        check_layer(Twice(bug='overwrite'), x)
+    assert info.value.tensor == 'Shared/W'
