@@ -81,6 +81,10 @@ class Optimizer(abc.ABC):
         missing = [k for k in self.parameters if k not in gradients]
         if missing:
             raise ValueError(f'{type(self).__name__}: expected a gradient for every parameter, missing {missing}')
+        for key, p in self.parameters.items():
+            if gradients[key].shape != p.shape:
+                raise ValueError(f'{type(self).__name__}: parameter {key!r} has shape {p.shape}, '
+                                 f'expected a gradient of that shape, got {gradients[key].shape}')
         self.t += 1
         for key, p in self.parameters.items():
             self.parameters[key] = self.update(key, p, gradients[key].astype(p.dtype, copy=False))
