@@ -14,16 +14,33 @@ import zlib
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from nn.gradcheck import GradcheckError, assert_close, check_layer_battery
 from nn.layer import Layer
-from reference import layout
-from reference.adapter import as_autograd_function
-from reference.mirrors import torch_forward
 from reference.registry import Case
 
+# Only the torch checks need torch; the others (finite differences, purity, ...) run without it.
+try:
+    import torch
+except ImportError as _err:
+    torch = None
+    TORCH_ERROR = f'{type(_err).__name__}: {_err}'
+else:
+    TORCH_ERROR = ''
+    from reference import layout
+    from reference.adapter import as_autograd_function
+    from reference.mirrors import torch_forward
+#: True when torch imported; the checks in TORCH_CHECKS need it.
+TORCH_AVAILABLE = torch is not None
+TORCH_CHECKS = ('forward', 'backward', 'gradcheck', 'batch_one')
+
 DTYPES = {'float64': np.float64, 'float32': np.float32}
+
+
+def _require_torch(what: str) -> None:
+    if torch is None:
+        raise ImportError(f'{what} needs torch, which could not be imported ({TORCH_ERROR}); '
+                          f'install the test extra, or run only the checks not in TORCH_CHECKS')
 
 
 def case_rng(case: Case, check: str, extra: str = '') -> np.random.Generator:
@@ -53,6 +70,7 @@ def _max_errors(expected: np.ndarray, actual: np.ndarray) -> tuple[float, float]
 
 def torch_reference(case: Case, layer: Layer, x: np.ndarray, kwargs: dict[str, Any]):
     """(y_t, x_t, params_t): the mirror's output and its leaf tensors."""
+    _require_torch(f'{case.id}: the torch reference')
     x_t = layout.to_torch(x, requires_grad=np.issubdtype(x.dtype, np.floating))
     params_t = layout.params_to_torch(layer.parameters())
     case.prepare(layer)
@@ -146,6 +164,7 @@ def check_finite_differences(case: Case, rng: np.random.Generator | None = None)
 
 def check_gradcheck(case: Case, rng: np.random.Generator | None = None) -> dict[str, float]:
     """`torch.autograd.gradcheck` on the layer wrapped as an autograd Function (float64)."""
+    _require_torch(f'{case.id}: torch.autograd.gradcheck')
     rng = rng or case_rng(case, 'gradcheck')
     layer, x, kwargs = case.make(rng, np.float64)
     fn, keys = as_autograd_function(layer, kwargs, case.before_forward)
