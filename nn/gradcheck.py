@@ -361,9 +361,9 @@ class TensorCheck:
         n_checked: Entries (full) or probes compared, kinks excluded.
         n_kinks: Entries/probes skipped because they sit on a kink.
         max_abs_err: Largest |analytic - finite difference| over checked entries/probes.
-        max_rel_err: Full mode: largest abs err / |finite difference| over entries
-            with |finite difference| > atol. Probes: largest abs err / (||g|| ||u||),
-            the scale the probe tolerance uses.
+        max_rel_err: Largest abs err / max(|finite difference|, atol/rtol) (full
+            mode) or abs err / (max(||g||, atol/rtol) ||u||) (probes): a relative
+            error that does not blow up at entries ~0. A pass implies <= 2 rtol.
     """
 
     tensor: str
@@ -598,12 +598,14 @@ def _check_full(problem, tensor, base, grads, eps, rtol, atol, atol_base,
         n_kinks = int(kink.sum())
         checked = ~kink
         diff = np.abs(g - fd)[checked]
-        ref = np.abs(fd)[checked]
-        big = ref > a_j
+        # Relative to max(|fd|, atol/rtol): a pass implies max_rel_err <= 2 rtol.
+        ref = np.maximum(np.abs(fd)[checked], a_j / rtol if rtol > 0 else 0.0)
+        with np.errstate(divide='ignore', invalid='ignore'):
+            rel = np.where(ref > 0, diff / ref, np.where(diff > 0, np.inf, 0.0))
         check = TensorCheck(
             tensor=tensor, mode='full', n_checked=int(checked.sum()), n_kinks=n_kinks,
             max_abs_err=float(diff.max()) if diff.size else 0.0,
-            max_rel_err=float((diff[big] / ref[big]).max()) if big.any() else 0.0)
+            max_rel_err=float(rel.max()) if rel.size else 0.0)
         fd_norm = float(np.linalg.norm(fd[checked]))
         error = None
         if n_kinks * 2 > n:
@@ -658,9 +660,10 @@ def _check_probes(problem, tensor, base, grads, eps, rtol, atol, atol_base,
             bad = ~(err <= tol) & ~kink
         checked = ~kink
         n_kinks = int(kink.sum())
-        scale = g_norm * u_norm
+        # Relative to max(||g||, atol/rtol)*||u||: a pass implies max_rel_err <= 2 rtol.
+        scale = max(g_norm, a_j / rtol if rtol > 0 else 0.0) * u_norm
         with np.errstate(divide='ignore', invalid='ignore'):
-            rel = np.where(scale > 0, err / scale, np.inf)
+            rel = np.where(scale > 0, err / scale, np.where(err > 0, np.inf, 0.0))
         check = TensorCheck(
             tensor=tensor, mode='probes', n_checked=int(checked.sum()), n_kinks=n_kinks,
             max_abs_err=float(err[checked].max()) if checked.any() else 0.0,
@@ -770,11 +773,13 @@ def _check(layer, x, upstream_kinds: Sequence, *, forward_kwargs, rng, eps, rtol
            max_full, n_probes, probe, check_input, check_params, before_forward,
            detect_kinks, context) -> list[GradcheckReport]:
     """The engine behind `check_layer` and `check_layer_battery` (one pass, m upstreams)."""
+    if probe not in ('rademacher', 'gaussian'):
+        raise ValueError(f"check_layer: probe expected 'rademacher' or 'gaussian', got {probe!r}")
     rng = np.random.default_rng(0 if rng is None else rng)
     forward_kwargs = dict(forward_kwargs or {})
     layer64 = copy.deepcopy(layer).astype(np.float64)
     x = np.asarray(x)
-    if np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.complexfloating):
+    if np.issubdtype(x.dtype, np.floating):
         x = np.array(x, dtype=np.float64, copy=True)
     else:
         # Integer input (token indices): not differentiable, only parameters are checked.

@@ -490,3 +490,56 @@ def test_shared_layer_accumulates():
     with pytest.raises(GradcheckError) as info:
         check_layer(Twice(bug='overwrite'), x)
     assert info.value.tensor == 'Shared/W'
+
+
+def test_max_rel_err_is_bounded_by_twice_rtol_on_a_pass():
+    x = 3.0 * rand(4, 7, seed=0)
+    for report in check_layer_battery(GeluTanh(), x) + check_layer_battery(Chain(), X, max_full=8):
+        assert all(c.max_rel_err <= 2e-5 for c in report.checks), str(report)
+
+
+class Masked(Layer):
+    """y = x * scale, zeroed where mask is True: checks forward_kwargs reach forward."""
+
+    def __init__(self, size, name='Masked'):
+        super().__init__(name)
+        self.set_parameter('scale', rand(size, seed=13))
+
+    def forward(self, x, mask=None):
+        y = x * self.get_parameter('scale')
+        if mask is not None:
+            y = np.where(mask, 0.0, y)
+        return y, {'mask': mask}
+
+    def backward_impl(self, x, cache, gy, gradients):
+        if cache.get('mask') is not None:
+            gy = np.where(cache['mask'], 0.0, gy)
+        self.accumulate(gradients, 'scale', (gy * x).sum(0))
+        return gy * self.get_parameter('scale')
+
+
+def test_forward_kwargs_reach_every_forward():
+    x = rand(3, 5, seed=14)
+    mask = rand(3, 5, seed=15) > 0.3
+    report = check_layer(Masked(5), x, forward_kwargs={'mask': mask})
+    assert [c.n_checked for c in report.checks] == [15, 5]
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=8, deadline=None, derandomize=True)
+@given(batch=st.integers(1, 4), in_dim=st.integers(1, 5), out_dim=st.integers(1, 6),
+       factor=st.sampled_from([1.002, 0.99, -1.0, 2.0, 0.5, 1.3]), probes=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
+def test_property_correct_passes_wrong_factor_caught(batch, in_dim, out_dim, factor, probes,
+                                                      seed):
+    class Scaled(TanhDense):
+        def backward_impl(self, x, cache, gy, gradients):
+            return factor * super().backward_impl(x, cache, gy, gradients)
+    x = rand(batch, in_dim, seed=seed)
+    max_full = 1 if probes else 2000
+    check_layer(TanhDense(in_dim, out_dim, seed=seed), x, rng=seed, max_full=max_full)
+    with pytest.raises(GradcheckError) as info:
+        check_layer(Scaled(in_dim, out_dim, seed=seed), x, rng=seed, max_full=max_full)
+    assert info.value.tensor == 'dx'
