@@ -29,6 +29,13 @@ Each tensor (dx first, then every parameter) is checked in one of two modes:
   Gaussian) give directional derivatives ``(L(v + eps u) - L(v - eps u)) / 2eps``
   that are compared with ``<grad, u>``.
 
+Differences are computed as ``sum(g_y * (y - y0))`` rather than ``L - L0``, so
+outputs a perturbation does not reach cancel exactly and the rounding noise
+scales with the outputs that change. One set of forward calls serves several
+upstream gradients at once (`check_layer_battery`). Tolerances are meant for an
+upstream gradient of unit scale; since L is linear in it, atol is multiplied by
+max(1, RMS(g_y)).
+
 Kinks (ReLU at 0, max-pool ties, ...) make a finite difference wrong even for a
 correct gradient. The idea (as in Chainer's ``detect_nondifferentiable``) is to
 look at the function on a 5-point stencil ``v + k eps u, k = -2..2``: a smooth
@@ -37,8 +44,8 @@ function is fitted by a quadratic up to O(eps^3), a kink is not. Concretely:
 1. The central second difference ``d = L(+1) - 2 L(0) + L(-1)`` bounds the
    error a kink inside the central stencil causes: for a piecewise-linear
    function the central difference is off by exactly ``|d| / 2eps``. Entries
-   whose ``|d|`` could not cause an error of a quarter of the tolerance (and is
-   above rounding noise) are accepted as they are; this costs nothing extra.
+   whose ``|d|`` is within rounding noise, or could not cause an error of a
+   quarter of the tolerance, are accepted as they are (no extra evaluations).
 2. For the remaining (suspect) entries ``L(+-2)`` are evaluated too and a
    quadratic is fitted by least squares. A smooth function with large curvature
    fits well (residual O(eps^3) << d); a kink leaves a residual of at least
@@ -57,7 +64,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
