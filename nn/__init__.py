@@ -6,6 +6,7 @@ against finite differences.
 """
 
 from nn.activations import GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from nn.attention import MaskedSelfAttention, get_causal_mask
 from nn.containers import Flatten, Sequential
 from nn.dense import Dense
 from nn.initializers import kaiming_normal, kaiming_uniform, xavier_normal, xavier_uniform
@@ -16,5 +17,6 @@ from nn.losses import MSE, CrossEntropy
 from nn.normalization import LayerNorm
 from nn.optimizers import SGD, Adam, AdamW, BackwardPassOutput, Momentum, Optimizer, loss_and_grads
 from nn.regularization import Dropout
+from nn.transformer import FFN, Block
 
 __version__ = '0.1.0'
