@@ -30,6 +30,8 @@ else:
     from reference import layout
     from reference.adapter import as_autograd_function
     from reference.mirrors import torch_forward
+    # torch.autograd.gradcheck is the function; its error class lives in the module of that name.
+    from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError
 #: True when torch imported; the checks in TORCH_CHECKS need it.
 TORCH_AVAILABLE = torch is not None
 TORCH_CHECKS = ('forward', 'backward', 'gradcheck', 'batch_one')
@@ -173,7 +175,7 @@ def check_gradcheck(case: Case, rng: np.random.Generator | None = None) -> dict[
     inputs = (x_t, *(params[k] for k in keys))
     try:
         torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
-    except torch.autograd.gradcheck.GradcheckError as err:
+    except TorchGradcheckError as err:
         match = re.search(r'with respect to input (\d+)', str(err))
         index = int(match.group(1)) if match else -1
         tensor = 'dx' if index == 0 else keys[index - 1] if index > 0 else 'unknown'
