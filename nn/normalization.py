@@ -66,3 +66,121 @@ class LayerNorm(Layer):
         dx -= np.multiply(xhat, mean_gx, out=dy_xhat)   # reuse the buffer
         dx *= rstd
         return dx.reshape(x.shape)
+
+
+class BatchNorm2D(Layer):
+    """Batch normalization of channels-last images (torch's BatchNorm2d, momentum and all).
+
+    Shapes: x, y ``[B, H, W, C]``; scale, shift ``(C,)``. Statistics are per channel
+    over the N = B*H*W positions of the batch. In training, with the batch mean mu
+    and *biased* variance var, rstd = 1/sqrt(var + eps)::
+
+        xhat = (x - mu) * rstd        y = xhat * scale + shift
+
+    and the running statistics (buffers, not parameters: they are not in
+    `parameters()` and get no gradient) move towards the batch's, exactly as
+    torch updates them, with the *unbiased* variance::
+
+        running_mean = momentum * mu + (1 - momentum) * running_mean
+        running_var  = momentum * var * N/(N-1) + (1 - momentum) * running_var
+
+    In eval mode mu, var are the running statistics (a fixed affine map).
+    The buffers start at 0 and 1 (float32) and take the parameters' dtype when
+    they are updated, as torch's ``module.double()`` casts buffers too.
+
+    Backward in training, sums over the N positions (mu and var depend on every
+    sample, so samples are coupled)::
+
+        dscale = sum(dy * xhat)      dshift = sum(dy)
+        dx = scale * rstd * (dy - dshift/N - xhat * dscale/N)
+
+    (the LayerNorm formula with g = dy * scale, whose means over N reduce to the
+    two parameter gradients). In eval mode ``dx = dy * scale * rstd``.
+
+    Backward with an empty cache recomputes the statistics from x without
+    updating the running ones again (`cache_for_backward`).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 name: str = 'BatchNorm2D') -> None:
+        super().__init__(name)
+        who = f'BatchNorm2D {name!r}'
+        if not isinstance(num_features, (int, np.integer)) or isinstance(num_features, bool) or num_features < 1:
+            raise ValueError(f'{who}: num_features expected a positive int, got {num_features!r}')
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps >= 0:
+            raise ValueError(f'{who}: eps expected a number >= 0, got {eps!r}')
+        if not isinstance(momentum, (int, float)) or isinstance(momentum, bool) or not 0 <= momentum <= 1:
+            raise ValueError(f'{who}: momentum expected a number in [0, 1], got {momentum!r}')
+        self.num_features = int(num_features)
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.set_parameter('scale', initializers.ones((num_features,)))
+        self.set_parameter('shift', initializers.zeros((num_features,)))
+        self.running_mean = initializers.zeros((num_features,))
+        self.running_var = initializers.ones((num_features,))
+        self.num_batches_tracked = 0
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
+        self.check_input(x, ndim=4, last_dim=self.num_features)
+        if not self.training:
+            return self._normalize_running(x)
+        y, cache, mean, var, n = self._normalize_batch(x)
+        m = self.momentum
+        dtype = self.get_parameter('scale').dtype
+        # New arrays (not in-place), so a running-stat array someone holds is never changed under them.
+        self.running_mean = (m * mean + (1 - m) * self.running_mean).astype(dtype, copy=False)
+        self.running_var = (m * (var * (n / (n - 1))) + (1 - m) * self.running_var).astype(dtype, copy=False)
+        self.num_batches_tracked += 1
+        return y, cache
+
+    def cache_for_backward(self, x: np.ndarray) -> Cache:
+        """The cache forward would return, without a second running-statistics update."""
+        self.check_input(x, ndim=4, last_dim=self.num_features)
+        return self._normalize_batch(x)[1] if self.training else self._normalize_running(x)[1]
+
+    def _normalize_batch(self, x: np.ndarray):
+        t = x.dtype.type
+        x2 = x.reshape(-1, self.num_features)
+        n = x2.shape[0]
+        if n < 2:
+            raise ValueError(f'BatchNorm2D {self.name!r}: training expected more than 1 value per '
+                             f'channel (B*H*W > 1), got input shape {x.shape}')
+        mean = x2.mean(axis=0)
+        xhat = x2 - mean
+        var = np.einsum('ij,ij->j', xhat, xhat)
+        var *= t(1.0 / n)
+        rstd = np.sqrt(var + t(self.eps))
+        np.divide(1, rstd, out=rstd)
+        xhat *= rstd
+        y = xhat * self.get_parameter('scale')
+        y += self.get_parameter('shift')
+        return y.reshape(x.shape), {'xhat': xhat, 'rstd': rstd, 'training': True}, mean, var, n
+
+    def _normalize_running(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
+        t = x.dtype.type
+        x2 = x.reshape(-1, self.num_features)
+        rstd = np.sqrt(self.running_var.astype(x.dtype) + t(self.eps))
+        np.divide(1, rstd, out=rstd)
+        xhat = x2 - self.running_mean.astype(x.dtype)
+        xhat *= rstd
+        y = xhat * self.get_parameter('scale')
+        y += self.get_parameter('shift')
+        return y.reshape(x.shape), {'xhat': xhat, 'rstd': rstd, 'training': False}
+
+    def backward_impl(self, x, cache: Cache, backwards_gradient, gradients: Parameters):
+        xhat, rstd = cache['xhat'], cache['rstd']
+        dy = backwards_gradient.reshape(-1, self.num_features)
+        dscale = np.einsum('ij,ij->j', dy, xhat)
+        dshift = dy.sum(axis=0)
+        self.accumulate(gradients, 'scale', dscale)
+        self.accumulate(gradients, 'shift', dshift)
+        k = self.get_parameter('scale') * rstd
+        if not cache['training']:
+            return (dy * k).reshape(x.shape)
+        n = dy.shape[0]
+        t = x.dtype.type
+        dx = xhat * (dscale * t(-1.0 / n))
+        dx += dy
+        dx -= dshift * t(1.0 / n)
+        dx *= k
+        return dx.reshape(x.shape)
