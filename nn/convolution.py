@@ -135,7 +135,9 @@ class _Conv(Layer):
     def _forward4(self, x4: np.ndarray, W4: np.ndarray, shape_for_error) -> tuple[np.ndarray, np.ndarray]:
         Ho, Wo = self._out_hw(x4, shape_for_error)
         cols = self._patches(x4, Ho, Wo)
-        y = cols @ W4.reshape(-1, self.out_channels)
+        # W2 in Fortran order (a copy of the small weight): OpenBLAS runs this thin-N GEMM
+        # ~10-20% faster than with the C-ordered W2.
+        y = cols @ np.asfortranarray(W4.reshape(-1, self.out_channels))
         if self.use_bias:
             y += self.get_parameter('b')
         return y.reshape(x4.shape[0], Ho, Wo, self.out_channels), cols
@@ -146,13 +148,17 @@ class _Conv(Layer):
         B, H, W, C = x4.shape
         Ho, Wo = dy4.shape[1:3]
         dy2 = dy4.reshape(-1, self.out_channels)
-        dW = cols.T @ dy2
+        # (dy2^T @ cols)^T rather than cols^T @ dy2: the same GEMM, ~10% faster in OpenBLAS here.
+        dW = (dy2.T @ cols).T
         W_shape = self.get_parameter('W').shape
         self.accumulate(gradients, 'W', dW.reshape(W_shape))
         if self.use_bias:
             self.accumulate(gradients, 'b', dy2.sum(axis=0))
+        # Each tap's W[i, j]^T as its own contiguous (Cout, Cin) matrix: with the transposed
+        # view OpenBLAS's thin GEMM (N = Cin) was measured ~2.7x slower.
+        WT = np.ascontiguousarray(np.swapaxes(W4, 2, 3))
         if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
-            return (dy2 @ W4[0, 0].T).reshape(x4.shape).astype(x4.dtype, copy=False)
+            return (dy2 @ WT[0, 0]).reshape(x4.shape).astype(x4.dtype, copy=False)
         dx = np.zeros(x4.shape, dtype=x4.dtype)
         tap = np.empty((B, Ho, Wo, C), dtype=np.result_type(dy2, W4))
         tap2 = tap.reshape(-1, C)
@@ -164,7 +170,7 @@ class _Conv(Layer):
                 w_lo, w_hi, c0 = _tap_range(W, Wo, j * dw - pw, sw)
                 if w_lo == w_hi:
                     continue
-                np.matmul(dy2, W4[i, j].T, out=tap2)
+                np.matmul(dy2, WT[i, j], out=tap2)
                 dx[:, r0:r0 + sh * (h_hi - h_lo - 1) + 1:sh, c0:c0 + sw * (w_hi - w_lo - 1) + 1:sw] += \
                     tap[:, h_lo:h_hi, w_lo:w_hi]
         return dx
