@@ -102,6 +102,9 @@ _NO_MIRROR = ('no torch mirror of a user layer: it is checked against finite dif
               'torch.autograd.gradcheck instead')
 
 
+_NO_TORCH = 'torch is not installed'
+
+
 class UsageError(Exception):
     """Bad command line: reported with exit status 2."""
 
@@ -350,7 +353,7 @@ def plan(case, options: Options, torch: dict[str, Any]) -> list[tuple[str, str, 
             elif options.user and name in checks.TORCH_CHECKS and name != 'gradcheck':
                 reason = _NO_MIRROR
             elif name in checks.TORCH_CHECKS and not torch['available']:
-                reason = f'torch is not installed ({torch["error"]})'
+                reason = f'{_NO_TORCH} ({torch["error"]})'
             rows.append((key, name, dtype, reason))
     return rows
 
@@ -615,6 +618,12 @@ def _num(value: Any) -> str:
     return f'{value:.1e}'
 
 
+def _not_applicable(result: dict[str, Any]) -> bool:
+    """A skip because torch or a torch mirror is missing, not one the case declared."""
+    message = result['message'] or ''
+    return message.startswith(_NO_TORCH) or message == _NO_MIRROR
+
+
 def _cell(result: dict[str, Any] | None, field: str = 'max_rel_err') -> tuple[str, str]:
     """(text, kind) of one check's cell; kind picks the colour."""
     if result is None:
@@ -622,7 +631,7 @@ def _cell(result: dict[str, Any] | None, field: str = 'max_rel_err') -> tuple[st
     if result['status'] == 'fail':
         return 'FAIL', 'fail'
     if result['status'] == 'skip':
-        return 'skip', 'skip'
+        return ('n/a', 'dim') if _not_applicable(result) else ('skip', 'skip')
     if field == 'status':
         return 'pass', 'pass'
     return _num(result['measurements'].get(field)), ''
@@ -648,7 +657,7 @@ def _columns(report: dict[str, Any]) -> list[tuple[str, str, Callable[[dict[str,
 
 def _kinks(result: dict[str, Any] | None) -> tuple[str, str]:
     if result is None or result['status'] != 'pass':
-        return ('', '') if result is None or result['status'] == 'skip' else ('?', 'fail')
+        return '', ''
     return str(int(result['measurements'].get('kinks', 0))), ''
 
 
@@ -659,7 +668,7 @@ def _other(case: dict[str, Any]) -> tuple[str, str]:
     if failed:
         return 'FAIL ' + ','.join(failed), 'fail'
     if not ran:
-        return 'skip', 'skip'
+        return ('n/a', 'dim') if all(_not_applicable(r) for r in rows) else ('skip', 'skip')
     return f'{len(ran)}/{len(ran)} pass', ''
 
 
@@ -686,7 +695,7 @@ def summary_line(report: dict[str, Any]) -> str:
     verdict = 'PASSED' if s['ok'] else 'FAILED'
     tail = [f'torch {torch["version"]}' if torch['available'] else 'torch not installed: torch checks skipped',
             '+'.join(report['dtypes']), f'seed {report["seed"]}']
-    return (f'nn-verify {verdict}: {s["cases_passed"]}/{s["cases"]} cases passed, {s["failed"]} failed; '
+    return (f'nn-verify {verdict}: {s["cases_passed"]}/{s["cases"]} cases passed, {s["cases_failed"]} failed; '
             f'{s["checks"]} checks: {s["passed"]} passed, {s["failed"]} failed, {s["skipped"]} skipped '
             f'({", ".join(tail)}) in {s["seconds"]:.1f} s')
 
@@ -735,7 +744,7 @@ def _legend(report: dict[str, Any]) -> list[str]:
 
 
 def render_text(report: dict[str, Any], color: bool) -> str:
-    paint = {'fail': _RED + _BOLD, 'pass': _GREEN, 'skip': _YELLOW, 'dim': _DIM} if color else {}
+    paint = {'fail': _RED + _BOLD, 'pass': _GREEN, 'skip': _YELLOW, 'dim': _DIM, 'head': _BOLD} if color else {}
     cols = _columns(report)
     rows = [[fn(case) for _, _, fn in cols] for case in report['cases']]
     widths = [max([len(h)] + [len(r[i][0]) for r in rows]) for i, (h, _, _) in enumerate(cols)]
@@ -755,7 +764,7 @@ def render_text(report: dict[str, Any], color: bool) -> str:
         layer = report['layer']
         lines += [f'checking your layer {layer["spec"]} on an input of shape {tuple(layer["shape"])} '
                   f'(parameters randomized, float64)', '']
-    lines.append(line([(h, 'dim') for h, _, _ in cols]))
+    lines.append(line([(h, 'head') for h, _, _ in cols]))
     lines += [line(r) for r in rows]
     lines.append('')
     lines += ['  ' + text for text in _legend(report)]
