@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 verify: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 tests/test_layers.py
+	$(BIN)/nn-verify
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --run-slow
