@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from nn import initializers
+from nn._blocks import row_blocks
 from nn.layer import Cache, Layer, Parameters
 
 
@@ -23,7 +24,10 @@ class LayerNorm(Layer):
         dscale = sum(dy * xhat)   dshift = sum(dy)    (sums over the leading axes)
 
     mean(g) and mean(g * xhat) are the GEMVs ``dy @ scale / D`` and
-    ``(dy * xhat) @ scale / D``, so no [N, D] temporary is spent on them.
+    ``(dy * xhat) @ scale / D``, and the column sums GEMVs with a ones vector.
+    Both passes run over blocks of rows that stay in cache (`nn._blocks`), so
+    the only full-size memory traffic is x, xhat, y forward and dy, xhat, dx
+    backward.
     """
 
     def __init__(self, size: int, eps: float = 1e-5, name: str = 'LayerNorm') -> None:
@@ -35,36 +39,53 @@ class LayerNorm(Layer):
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, Cache]:
         self.check_input(x, last_dim=self.size)
-        t = x.dtype.type
-        x2 = x.reshape(-1, self.size)
-        xhat = x2 - x2.mean(axis=1, keepdims=True)
-        var = np.einsum('ij,ij->i', xhat, xhat)
-        var *= t(1.0 / self.size)
-        var += t(self.eps)
-        rstd = np.sqrt(var, out=var)
-        np.divide(1, rstd, out=rstd)
-        rstd = rstd[:, None]
-        xhat *= rstd
-        y = xhat * self.get_parameter('scale')
-        y += self.get_parameter('shift')
+        t, D = x.dtype.type, self.size
+        x2 = x.reshape(-1, D)
+        scale, shift = self.get_parameter('scale'), self.get_parameter('shift')
+        inv_d = np.full(D, 1.0 / D, dtype=x.dtype)
+        xhat, y = np.empty_like(x2), np.empty_like(x2)
+        rstd = np.empty((x2.shape[0], 1), dtype=x.dtype)
+        for rows in row_blocks(x2.shape[0], D):
+            h, r = xhat[rows], rstd[rows, 0]
+            np.subtract(x2[rows], (x2[rows] @ inv_d)[:, None], out=h)     # row means by GEMV
+            np.einsum('ij,ij->i', h, h, out=r)
+            r *= t(1.0 / D)
+            r += t(self.eps)
+            np.sqrt(r, out=r)
+            np.divide(1, r, out=r)
+            h *= rstd[rows]
+            np.multiply(h, scale, out=y[rows])
+            y[rows] += shift
         return y.reshape(x.shape), {'xhat': xhat, 'rstd': rstd}
 
     def backward_impl(self, x, cache: Cache, backwards_gradient, gradients: Parameters):
-        t = x.dtype.type
+        t, D = x.dtype.type, self.size
         xhat, rstd = cache['xhat'], cache['rstd']
         scale = self.get_parameter('scale')
-        dy = backwards_gradient.reshape(-1, self.size)
-        dy_xhat = dy * xhat
-        self.accumulate(gradients, 'scale', dy_xhat.sum(axis=0))
-        self.accumulate(gradients, 'shift', dy.sum(axis=0))
-        mean_g = (dy @ scale)[:, None]
-        mean_g *= t(1.0 / self.size)
-        mean_gx = (dy_xhat @ scale)[:, None]
-        mean_gx *= t(1.0 / self.size)
-        dx = dy * scale
-        dx -= mean_g
-        dx -= np.multiply(xhat, mean_gx, out=dy_xhat)   # reuse the buffer
-        dx *= rstd
+        dy = backwards_gradient.reshape(-1, D)
+        dx = np.empty(dy.shape, dtype=x.dtype)
+        dscale = np.zeros(D, dtype=x.dtype)
+        dshift = np.zeros(D, dtype=x.dtype)
+        blocks = list(row_blocks(dy.shape[0], D))
+        buf = np.empty((blocks[0].stop - blocks[0].start, D), dtype=x.dtype) if blocks else None
+        ones = np.ones(len(buf) if blocks else 0, dtype=x.dtype)
+        for rows in blocks:
+            n = rows.stop - rows.start
+            g, h, b, d = dy[rows], xhat[rows], buf[:n], dx[rows]
+            np.multiply(g, h, out=b)                    # dy * xhat
+            dscale += ones[:n] @ b                      # column sums by GEMV
+            dshift += ones[:n] @ g
+            mean_g = g @ scale
+            mean_g *= t(1.0 / D)
+            mean_gx = b @ scale
+            mean_gx *= t(1.0 / D)
+            np.multiply(g, scale, out=d)
+            d -= mean_g[:, None]
+            np.multiply(h, mean_gx[:, None], out=b)
+            d -= b
+            d *= rstd[rows]
+        self.accumulate(gradients, 'scale', dscale)
+        self.accumulate(gradients, 'shift', dshift)
         return dx.reshape(x.shape)
 
 
