@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from nn.gradcheck import GradcheckError
 from nn.layer import Layer
 from reference.layout import to_numpy
 
@@ -42,6 +43,10 @@ def as_autograd_function(layer: Layer, forward_kwargs: dict[str, Any] | None = N
             grads: dict[str, np.ndarray] = {}
             dx = layer.backward(x_np, cache, to_numpy(dy), grads)
             dx_t = torch.from_numpy(np.array(dx, copy=True)) if differentiable else None
+            missing = [k for k in keys if k not in grads]
+            if missing:
+                raise GradcheckError(f'no gradient for {missing[0]!r} (gradients has {sorted(grads)})',
+                                     tensor=missing[0])
             return (dx_t, *(torch.from_numpy(np.array(grads[k], copy=True)) for k in keys))
 
     return LayerFunction.apply, keys

@@ -559,11 +559,7 @@ BROKEN: list[Broken] = [
     broken('tanh-dx-times-1.001', TanhDxTimes1001, lambda c, rng: c(),
            normal(5, 7, scale=1.5), 'gradient', 'dx', gradient_bug=True),
     broken('dense-missing-bias-gradient', DenseMissingBiasGradient, lambda c, rng: c(5, 3),
-           normal(4, 5), (*GRADIENT_CHECKS, 'accumulation'), 'Dense/b', gradient_bug=True,
-           harness_bugs={'gradcheck': (
-               "check_gradcheck raises KeyError: 'Dense/b' instead of a GradcheckError naming it: the "
-               'adapter (reference/adapter.py, LayerFunction.backward) reads grads[key] for every parameter '
-               'inside torch\'s backward, and check_gradcheck only converts torch\'s own GradcheckError')}),
+           normal(4, 5), (*GRADIENT_CHECKS, 'accumulation'), 'Dense/b', gradient_bug=True),
     broken('dense-gradient-assigned', DenseAssignsGradients, lambda c, rng: c(5, 3),
            normal(4, 5), ('accumulation',), 'Dense/W', gradient_bug=False),
     broken('softmax-backward-sums-last-axis', SoftmaxBackwardLastAxis, lambda c, rng: c(dim=1),
@@ -575,11 +571,7 @@ BROKEN: list[Broken] = [
     # Extras.
     broken('dropout-new-mask-in-backward', DropoutNewMaskInBackward, lambda c, rng: c(0.3),
            normal(4, 5, 7), (*GRADIENT_CHECKS, 'purity'), 'dx', gradient_bug=True,
-           before_forward=reseed(11),
-           harness_bugs={'gradcheck': (
-               "check_gradcheck names tensor 'unknown': torch flags the backward as nondeterministic "
-               "('Backward is not reentrant ...'), a message without 'with respect to input N', the only "
-               "text check_gradcheck maps to a tensor; with x the only input it can only be 'dx'")}),
+           before_forward=reseed(11)),
     broken('gelu-erf-with-tanh-derivative', GELUErfWithTanhDerivative, lambda c, rng: c(),
            normal(3, 4, 5, scale=2.0), 'gradient', 'dx', gradient_bug=True),
     broken('layernorm-backward-means-over-batch', LayerNormMeansOverBatch, lambda c, rng: c(6),
@@ -598,15 +590,7 @@ BROKEN: list[Broken] = [
     broken('gelu-forward-float64', GELUForwardFloat64, lambda c, rng: c(),
            normal(3, 4, 5, scale=2.0), ('forward[float32]',), 'y', gradient_bug=False),
     broken('softmax-global-shift', SoftmaxGlobalShift, lambda c, rng: c(),
-           normal(4, 3, 5, scale=2.0), ('batch_independence',), 'y', gradient_bug=False,
-           harness_bugs={'batch_independence': (
-               'check_batch_independence redraws one random sample, once (here sample 3 of 4); the coupling '
-               'is through the batch-wide max, which sits in sample 2 and the redraw does not exceed, so '
-               'every output stays bit-identical. Redrawing each sample in turn (batches are small), or '
-               'scaling the redrawn sample up, would catch it')}),
+           normal(4, 3, 5, scale=2.0), ('batch_independence',), 'y', gradient_bug=False),
     broken('layernorm-global-centre', LayerNormGlobalCentre, lambda c, rng: c(5),
-           normal(4, 3, 5, scale=2.0), ('batch_independence',), 'y', gradient_bug=False,
-           harness_bugs={'message:batch_independence': (
-               "check_batch_independence's message says \"changed other samples' output\" but never "
-               "names the tensor 'y' that its GradcheckError.tensor holds")}),
+           normal(4, 3, 5, scale=2.0), ('batch_independence',), 'y', gradient_bug=False),
 ]
