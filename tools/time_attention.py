@@ -1,7 +1,8 @@
 """Times MaskedSelfAttention and Block (forward + backward, float32) against torch.
 
 Both sides run on one thread (threadpoolctl for NumPy's BLAS, torch.set_num_threads),
-in the same process, alternating call by call, so machine noise hits both alike. Each
+in the same process, interleaved call by call in a random order per round, so machine
+noise hits all alike. Each
 torch equivalent is checked to compute the same output as the nn layer before it is
 timed. The ratio reported is median(nn) / median(torch) against the *fastest* torch
 equivalent of that run (every equivalent's ratio is printed too), and the median of the
@@ -161,14 +162,14 @@ def measure(layer: nn.Layer, variants, leaves, x: np.ndarray, mask: np.ndarray, 
         run_nn()
         for fn in variants.values():
             run_torch(fn)
-    times = {'nn': [], **{name: [] for name in variants}}
+    runs = {'nn': run_nn, **{name: (lambda fn=fn: run_torch(fn)) for name, fn in variants.items()}}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    order = np.random.default_rng(1)
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        run_nn()
-        times['nn'].append(time.perf_counter() - t0)
-        for name, fn in variants.items():
+        # A fresh order every round: no side always runs right after the other.
+        for name in order.permutation(list(runs)):
             t0 = time.perf_counter()
-            run_torch(fn)
+            runs[name]()
             times[name].append(time.perf_counter() - t0)
     return times
 
