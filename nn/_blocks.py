@@ -9,7 +9,7 @@ block from below.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 #: Elements per block: a few float32 temporaries of 64K elements (256 KiB each) stay in L2.
 BLOCK_ELEMENTS = 1 << 16

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class Sequential(Layer):
                              f'{len(self.layers_list)} dicts, got {len(layers_kwargs)}')
         kwargs = layers_kwargs or [{}] * len(self.layers_list)
         inputs, caches = [], []
-        for layer, kw in zip(self.layers_list, kwargs):
+        for layer, kw in zip(self.layers_list, kwargs, strict=True):
             inputs.append(x)
             x, cache = layer.forward(x, **kw)
             caches.append(cache)
@@ -53,7 +54,8 @@ class Sequential(Layer):
 
     def backward_impl(self, x, cache: Cache, backwards_gradient, gradients: Parameters):
         dy = backwards_gradient
-        for layer, inp, c in zip(self.layers_list[::-1], cache['inputs'][::-1], cache['caches'][::-1]):
+        steps = zip(self.layers_list, cache['inputs'], cache['caches'], strict=True)
+        for layer, inp, c in reversed(list(steps)):
             dy = layer.backward(inp, c, dy, gradients)
         return dy
 

@@ -64,8 +64,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -824,7 +825,7 @@ def _check(layer, x, upstream_kinds: Sequence, *, forward_kwargs, rng, eps, rtol
     # forward (so a layer's cache is exactly what it would be in training).
     params = layer64.parameters() if check_params else {}
     dxs, pgrads = [], []
-    for (up_name, up), ctx in zip(named, contexts):
+    for (_, up), ctx in zip(named, contexts, strict=True):
         y, cache = problem.forward()
         grads: dict[str, np.ndarray] = {}
         dx = layer64.backward(x.copy(), cache, up.copy(), grads)
@@ -882,7 +883,7 @@ def _check(layer, x, upstream_kinds: Sequence, *, forward_kwargs, rng, eps, rtol
             per_upstream[j_up].append(result)
 
     reports = []
-    for j_up, ((up_name, up), results) in enumerate(zip(named, per_upstream)):
+    for (up_name, up), results in zip(named, per_upstream, strict=True):
         for result in results:
             if result.error is not None:
                 raise result.error

@@ -8,7 +8,7 @@ when omitted, as the original library did). Definitions follow torch.nn.init.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -19,7 +19,8 @@ original library pass, recomputing the cache from `x` (see `cache_for_backward`)
 from __future__ import annotations
 
 import abc
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 

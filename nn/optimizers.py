@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,14 +41,14 @@ def loss_and_grads(x: np.ndarray, y: np.ndarray, loss_fn: Loss, layers: Sequence
         raise ValueError(f'loss_and_grads: layers_kwargs expected {len(layers)} dicts, got {len(layers_kwargs)}')
     kwargs = layers_kwargs or [{}] * len(layers)
     inputs, caches = [], []
-    for layer, kw in zip(layers, kwargs):
+    for layer, kw in zip(layers, kwargs, strict=True):
         inputs.append(x)
         x, cache = layer.forward(x, **kw)
         caches.append(cache)
     loss = float(loss_fn(x, y))
     dy = loss_fn.backward(x, y)
     gradients: Parameters = {}
-    for layer, inp, cache in zip(layers[::-1], inputs[::-1], caches[::-1]):
+    for layer, inp, cache in zip(layers[::-1], inputs[::-1], caches[::-1], strict=True):
         dy = layer.backward(inp, cache, dy, gradients)
     return BackwardPassOutput(loss=loss, output=x, gradients=gradients)
 

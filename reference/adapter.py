@@ -8,7 +8,8 @@ can then verify the NumPy backward against torch's own finite differences.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ def as_autograd_function(layer: Layer, forward_kwargs: dict[str, Any] | None = N
     class LayerFunction(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x, *params):
-            values = {k: to_numpy(p) for k, p in zip(keys, params)}
+            values = {k: to_numpy(p) for k, p in zip(keys, params, strict=True)}
             layer.update_parameters(values)
             x_np = to_numpy(x)
             if before_forward is not None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import re
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -27,11 +28,12 @@ except ImportError as _err:
     TORCH_ERROR = f'{type(_err).__name__}: {_err}'
 else:
     TORCH_ERROR = ''
+    # torch.autograd.gradcheck is the function; its error class lives in the module of that name.
+    from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError
+
     from reference import layout
     from reference.adapter import as_autograd_function
     from reference.mirrors import torch_forward
-    # torch.autograd.gradcheck is the function; its error class lives in the module of that name.
-    from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError
 #: True when torch imported; the checks in TORCH_CHECKS need it.
 TORCH_AVAILABLE = torch is not None
 TORCH_CHECKS = ('forward', 'backward', 'gradcheck', 'batch_one')
@@ -257,7 +259,7 @@ def check_purity(case: Case, rng: np.random.Generator | None = None) -> dict[str
             # Writable cache and dy first, so a write is caught by comparison and named.
             grads: dict[str, np.ndarray] = {}
             dx = _guard('backward wrote into its input x', 'x', context,
-                        lambda: layer.backward(x, cache, dy, grads))
+                        lambda g=grads: layer.backward(x, cache, dy, g))
             for name, original, now in (('dy', dy_copy, dy),):
                 if not np.array_equal(original, now):
                     raise _fail(name, f'{context}: backward wrote into the upstream gradient dy')
@@ -268,7 +270,7 @@ def check_purity(case: Case, rng: np.random.Generator | None = None) -> dict[str
             dy.setflags(write=False)
             grads = {}
             dx = _guard('backward wrote into the cache or dy (read-only arrays)', 'cache', context,
-                        lambda: layer.backward(x, cache, dy, grads))
+                        lambda g=grads: layer.backward(x, cache, dy, g))
         results.append((dx, grads))
     (dx1, g1), (dx2, g2) = results
     if np.issubdtype(x.dtype, np.floating) and not np.array_equal(dx1, dx2):
@@ -289,7 +291,7 @@ def _equal_tree(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_equal_tree(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_equal_tree(u, v) for u, v in zip(a, b))
+        return len(a) == len(b) and all(_equal_tree(u, v) for u, v in zip(a, b, strict=True))
     return True
 
 

@@ -167,7 +167,8 @@ EXTREME = [nn.Sigmoid(), nn.Tanh(), nn.Softmax(), nn.Softmax(dim=0), nn.GELU(), 
 
 
 @pytest.mark.parametrize('dtype', [np.float32, np.float64], ids=['float32', 'float64'])
-@pytest.mark.parametrize('layer', EXTREME, ids=lambda l: f'{type(l).__name__}-{getattr(l, "approximate", getattr(l, "dim", ""))}')
+@pytest.mark.parametrize('layer', EXTREME,
+                         ids=lambda l: f'{type(l).__name__}-{getattr(l, "approximate", getattr(l, "dim", ""))}')
 def test_extreme_inputs_are_finite_and_warning_free(layer, dtype, rng):
     import torch
     x = np.concatenate([np.linspace(-1e4, 1e4, 41), [-1e4, -88.0, -20.0, 0.0, 20.0, 88.0, 1e4]])

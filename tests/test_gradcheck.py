@@ -11,8 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nn.gradcheck import (GradcheckError, GradcheckReport, TensorCheck, assert_close,
-                          check_layer, check_layer_battery, diagnose)
+from nn.gradcheck import (
+    GradcheckError,
+    GradcheckReport,
+    TensorCheck,
+    assert_close,
+    check_layer,
+    check_layer_battery,
+    diagnose,
+)
 from nn.layer import Layer
 
 
@@ -525,7 +532,8 @@ def test_forward_kwargs_reach_every_forward():
     assert [c.n_checked for c in report.checks] == [15, 5]
 
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=8, deadline=None, derandomize=True)

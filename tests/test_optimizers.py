@@ -97,7 +97,7 @@ def test_step_with_bad_parameters_changes_no_layer(rng):
     with pytest.raises(ValueError, match="D2/W"):
         opt.step(rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((4, 2)).astype(np.float32),
                  layers)
-    for layer, old in zip(layers, before):
+    for layer, old in zip(layers, before, strict=True):
         for k, v in layer.parameters().items():
             assert v is old[k]
 

@@ -12,7 +12,8 @@ Mirrors register with `@mirror(LayerClass)`; one module per layer family.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -45,6 +46,7 @@ def torch_forward(layer: Layer, params: dict[str, torch.Tensor], x: torch.Tensor
 
 # Each family registers its mirrors on import.
 from reference.mirrors import basic  # noqa: E402,F401
+
 for _family in ('conv', 'attention'):
     try:
         __import__(f'reference.mirrors.{_family}')
