@@ -290,8 +290,8 @@ def _calibrate(fn: Callable[[], Any], budget: float) -> int:
         n = min(n * 10, max(2 * n, int(n * budget / max(elapsed, 1e-9) * 1.2)))
 
 
-def time_ratio(case, dtype: str, rng: np.random.Generator, rounds: int = 5,
-               budget: float = 2e-3) -> dict[str, Any]:
+def time_ratio(case, dtype: str, rng: np.random.Generator, rounds: int = 4,
+               budget: float = 1e-3) -> dict[str, Any]:
     """Forward+backward of the layer vs its torch mirror (autograd), same shapes, same process.
 
     Interleaved rounds of ~`budget` seconds each; the fastest round of each side
@@ -436,9 +436,15 @@ def _run_all(cases: list, options: Options, jobs: int, progress) -> list[dict[st
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    # spawn: a clean interpreter per worker (forking a process that holds torch's and
-    # the progress bar's threads can deadlock).
-    context = multiprocessing.get_context('spawn')
+    # Never plain fork (forking a process that holds torch's and the progress bar's threads
+    # can deadlock). A fork server imports torch once and forks clean workers from it: on a
+    # busy 2-core machine that is ~3 s to ready workers, where spawn (each worker importing
+    # torch itself) took 4-10 s.
+    if 'forkserver' in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context('forkserver')
+        context.set_forkserver_preload(['reference.checks'])
+    else:
+        context = multiprocessing.get_context('spawn')
     order = sorted(cases, key=_cost, reverse=True)
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init)
     try:
