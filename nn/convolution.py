@@ -20,9 +20,11 @@ forward is one GEMM ``cols @ W.reshape(Kh*Kw*Cin, Cout)``. Backward, with
     dx[b, h*sh + i*dh - ph, w*sw + j*dw - pw, :] += (dy2 @ W[i, j]^T)[b, h, w, :]
 
 dx is the transposed scatter: a loop over the Kh*Kw kernel *taps* (never over
-positions), each one GEMM ``dy2 @ W[i, j]^T`` into a reused ``[N, Cin]`` buffer and
-one strided add into the rows of dx that tap reaches (clipped at the padding,
-so no padded dx buffer and dx comes out contiguous).
+positions), each one GEMM ``dy2 @ W[i, j]^T``. For stride 1 each tap's update is
+one contiguous block of dx on the padded grid flattened to rows, so the GEMM
+accumulates straight into it (BLAS beta = 1, `_Conv._dx_stride1`). Otherwise the
+GEMM writes a reused ``[N, Cin]`` buffer and one strided add puts it into the
+rows of dx that tap reaches (clipped at the padding, so no padded dx buffer).
 
 Choices, measured on [8,32,32,16] -> 32, 3x3, padding 1, float32, one thread,
 forward + backward (torch 2.13 takes 7-9 ms wall there; the GEMMs are ~3/4 of ours):
@@ -31,20 +33,22 @@ forward + backward (torch 2.13 takes 7-9 ms wall there; the GEMMs are ~3/4 of ou
   thin a GEMM, and each tap re-reads and re-writes the output);
 - dx by per-tap GEMM + contiguous-source add (~1.9 ms) beat one GEMM
   ``dy2 @ W2^T`` followed by col2im from that strided buffer (~3-4.5 ms: numpy
-  adds 16-float fragments one at a time there), and equalled the flat-shift
-  variant that only works for stride 1;
+  adds 16-float fragments one at a time there); for stride 1, accumulating each
+  tap in place with BLAS beta = 1 (SciPy's gemm wrapper, the only one exposing
+  beta) drops the adds and was ~6-8% faster end to end (kept);
 - with W[i, j]^T passed as a transposed view, OpenBLAS ran the thin dx GEMMs
   ~2.7x slower than with a contiguous copy (kept); W2 in Fortran order and
   dW as ``(dy2^T @ cols)^T`` are each ~10% faster; db as a GEMV with ones
   ~8x faster than ``sum(axis=0)``;
-- tried and not kept: accumulating dx in place with BLAS ``beta=1`` (SciPy's
-  gemm; ~6% faster, but SciPy loads a second OpenBLAS whose threads a
-  threadpool limit set before it loads does not cover) and processing the
-  batch in cache-sized blocks (2-5%);
+- tried and not kept: processing the batch in cache-sized blocks (2-5%, not
+  worth a loop);
 - dx as a transposed convolution through im2col of dy would need a
   ``K*K x output`` buffer, larger than the input's when Cout > Cin.
 Memory: the cache holds ``cols`` (K*K x the input, the "one im2col buffer"),
-so backward does not rebuild it; backward allocates only O(input + output).
+so backward does not rebuild it; besides it, forward and backward allocate only
+O(input + output) (the padded x; dy and dx on the padded grid).
+Threads: SciPy's BLAS is a second OpenBLAS, loaded by ``import nn`` (scipy.special);
+a threadpoolctl limit set after ``import nn`` covers both, OPENBLAS_NUM_THREADS too.
 """
 
 from __future__ import annotations
@@ -163,6 +167,9 @@ class _Conv(Layer):
         if self.use_bias:
             # Column sums as a GEMV: ~8x faster than dy2.sum(axis=0) on [8192, 32] here.
             self.accumulate(gradients, 'b', np.ones(dy2.shape[0], dtype=dy2.dtype) @ dy2)
+        if (sh, sw) == (1, 1) and (kh, kw) != (1, 1) and x4.dtype == dy2.dtype == W4.dtype \
+                and x4.dtype in (np.float32, np.float64):
+            return self._dx_stride1(x4, W4, dy4)
         # Each tap's W[i, j]^T as its own contiguous (Cout, Cin) matrix: with the transposed
         # view OpenBLAS's thin GEMM (N = Cin) was measured ~2.7x slower.
         WT = np.ascontiguousarray(np.swapaxes(W4, 2, 3))
@@ -183,6 +190,42 @@ class _Conv(Layer):
                 dx[:, r0:r0 + sh * (h_hi - h_lo - 1) + 1:sh, c0:c0 + sw * (w_hi - w_lo - 1) + 1:sw] += \
                     tap[:, h_lo:h_hi, w_lo:w_hi]
         return dx
+
+    def _dx_stride1(self, x4: np.ndarray, W4: np.ndarray, dy4: np.ndarray) -> np.ndarray:
+        """dx for stride 1 with no tap buffer and no separate add.
+
+        On the padded grid flattened to rows (``[B*Hp*Wp, C]``), tap (i, j) reads input
+        row ``q + o`` for output row q, with ``o = i*dh*Wp + j*dw`` the same for every q.
+        So the tap's whole contribution is one contiguous block update::
+
+            dxp[o : o + M] += dyp[:M] @ W[i, j]^T
+
+        (dyp: dy placed on the padded grid, zero elsewhere; M: the rows that can hold
+        an output), one BLAS GEMM with beta = 1 that accumulates in place. SciPy's BLAS
+        wrapper is the one that exposes beta; its OpenBLAS is the one `scipy.special`
+        (imported by `nn.activations`) has already loaded.
+        """
+        from scipy.linalg import blas  # lazily: `import nn` does not pay for scipy.linalg
+
+        (kh, kw), (ph, pw), (dh, dw) = self._kernel, self._padding, self._dilation
+        B, H, W, C = x4.shape
+        Ho, Wo, Co = dy4.shape[1:]
+        Hp, Wp = H + 2 * ph, W + 2 * pw
+        dyp = np.zeros((B * Hp * Wp, Co), dtype=dy4.dtype)
+        dyp.reshape(B, Hp, Wp, Co)[:, :Ho, :Wo] = dy4
+        M = B * Hp * Wp - (kh - 1) * dh * Wp - (kw - 1) * dw       # dyp rows past M are all padding
+        dxp = np.zeros((B * Hp * Wp, C), dtype=x4.dtype)
+        gemm = blas.get_blas_funcs('gemm', dtype=x4.dtype)
+        dy_f = dyp[:M].T                                            # as a Fortran [Co, M] matrix: no copy
+        for i in range(kh):
+            for j in range(kw):
+                o = i * dh * Wp + j * dw
+                block = dxp[o:o + M].T                              # Fortran [C, M] view of the rows
+                out = gemm(1.0, np.asfortranarray(W4[i, j]), dy_f, beta=1.0, c=block, overwrite_c=True)
+                if not np.may_share_memory(out, block):             # the wrapper copied: write back
+                    block[...] = out
+        del dy_f, dyp, out                                          # not held while dx is cropped out
+        return np.ascontiguousarray(dxp.reshape(B, Hp, Wp, C)[:, ph:ph + H, pw:pw + W])
 
     def _describe(self) -> str:
         return (f'kernel {self._kernel}, stride {self._stride}, padding {self._padding}, '
