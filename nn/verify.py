@@ -40,7 +40,8 @@ JSON schema (``--json FILE``; ``version`` is bumped on incompatible changes)::
       "tool": "nn-verify", "nn_version": "0.1.0", "numpy_version": "...",
       "mode": "registry" | "layer",
       "filter": "-k pattern" | null,
-      "layer": {"spec": "pkg.mod:Class", "shape": [4, 7], "init_args": {...}} | null,
+      "layer": {"spec": "pkg.mod:Class", "shape": [4, 7], "init_args": {...} | [...] | null,
+                "int_input": null | HIGH} | null,    # --layer runs only
       "seed": 0,
       "dtype": "both" | "float64" | "float32",   # the --dtype option
       "dtypes": ["float64", "float32"],          # the dtypes it means
@@ -768,8 +769,10 @@ def render_text(report: dict[str, Any], color: bool) -> str:
         lines += [note, '']
     if report['mode'] == 'layer':
         layer = report['layer']
-        lines += [f'checking your layer {layer["spec"]} on an input of shape {tuple(layer["shape"])} '
-                  f'(parameters randomized, float64)', '']
+        kind = (f'integer indices in [0, {layer["int_input"]})' if layer['int_input'] is not None
+                else 'Gaussian')
+        lines += [f'checking your layer {layer["spec"]} on an input of shape {tuple(layer["shape"])} ({kind}), '
+                  f'its parameters randomized', '']
     lines.append(line([(h, 'head') for h, _, _ in cols]))
     lines += [line(r) for r in rows]
     lines.append('')
@@ -964,7 +967,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         'version': SCHEMA_VERSION, 'tool': 'nn-verify', 'nn_version': nn.__version__,
         'numpy_version': np.__version__, 'mode': mode, 'filter': args.pattern,
         'layer': ({'spec': args.layer, 'shape': list(parse_shape(args.shape)),
-                   'init_args': json.loads(args.init_args) if args.init_args else None}
+                   'init_args': json.loads(args.init_args) if args.init_args else None,
+                   'int_input': args.int_input}
                   if mode == 'layer' else None),
         'seed': args.seed, 'dtype': args.dtype, 'dtypes': list(options.dtypes),
         'gradcheck_mode': 'full' if args.full_gradcheck else 'fast', 'torch': torch,

@@ -360,7 +360,8 @@ def test_correct_user_layer_passes(capsys, tmp_path, user_layers):
     doc = json.loads(path.read_text())
     check_schema(doc)
     assert doc['mode'] == 'layer'
-    assert doc['layer'] == {'spec': f'{user_layers}:Affine', 'shape': [4, 7], 'init_args': {'size': 7}}
+    assert doc['layer'] == {'spec': f'{user_layers}:Affine', 'shape': [4, 7], 'init_args': {'size': 7},
+                            'int_input': None}
     (case,) = doc['cases']
     assert case['id'] == 'Affine-4x7'
     statuses = {k: c['status'] for k, c in case['checks'].items()}
@@ -371,6 +372,19 @@ def test_correct_user_layer_passes(capsys, tmp_path, user_layers):
         assert statuses[name] == 'skip'
         assert case['checks'][name]['message'].startswith('no torch mirror of a user layer')
     assert 'checking your layer' in out and out.splitlines()[-1].startswith('nn-verify PASSED: 1/1')
+
+
+@pytest.mark.torch
+def test_user_layer_with_integer_input(capsys, tmp_path):
+    path = tmp_path / 'r.json'
+    code, out, _ = run_verify(capsys, '--layer', 'nn:Embedding', '--shape', '3,5', '--int-input', '10',
+                              '--init-args', '[10, 4]', '--batch-independent', '--json', str(path))
+    assert code == 0, out
+    assert 'on an input of shape (3, 5) (integer indices in [0, 10)), its parameters randomized' in out
+    checks = json.loads(path.read_text())['cases'][0]['checks']
+    fd = checks['finite_differences']
+    assert fd['status'] == 'pass' and fd['measurements']['checked'] > 0     # the table W, checked
+    assert checks['batch_independence']['status'] == 'pass'
 
 
 @pytest.mark.torch
