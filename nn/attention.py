@@ -57,7 +57,9 @@ class MaskedSelfAttention(Layer):
 
     and rowsum(dP * P) = rowsum(dO * O) (since O = P v), an [B, H, T] reduction
     over D instead of over the [B, H, T, T] scores. The parameter gradients are
-    the Dense ones: ``dW = x^T dq``, ``db = sum dq`` (likewise k, v, o).
+    the Dense ones: ``dW = x^T dq``, ``db = sum dq`` (likewise k, v, o), except
+    that ``dbk`` is exactly 0: bk shifts each row of S by a constant (q_i . bk),
+    which softmax ignores, so it is returned as zeros rather than as roundoff.
 
     Cost: the three input projections run as one GEMM over ``[B*T, C] @ [C, 3C]``
     (W's concatenated per call; the parameters stay the separate Dense layers'
@@ -187,10 +189,14 @@ class MaskedSelfAttention(Layer):
         dqkv = dqkv.reshape(B * T, 3 * C)
         x2 = x.reshape(B * T, C)
         dW = x2.T @ dqkv
-        db = dqkv.sum(axis=0) if self.use_bias else None
         for i, proj in enumerate((self.q_proj, self.k_proj, self.v_proj)):
             proj.accumulate(gradients, 'W', np.ascontiguousarray(dW[:, i * C:(i + 1) * C]))
-            if db is not None:
-                proj.accumulate(gradients, 'b', db[i * C:(i + 1) * C].copy())
+        if self.use_bias:
+            self.q_proj.accumulate(gradients, 'b', dqkv[:, :C].sum(axis=0))
+            # The key bias adds q_i . bk to the whole row i of scores, which softmax ignores:
+            # its gradient is exactly 0. A computed sum would hold only roundoff (~1e-2 in
+            # float32 at [8,128,256]), which Adam's g/sqrt(v) turns into steps of +-lr.
+            self.k_proj.accumulate(gradients, 'b', np.zeros(C, dtype=dqkv.dtype))
+            self.v_proj.accumulate(gradients, 'b', dqkv[:, 2 * C:].sum(axis=0))
         W, _ = self._qkv_weights()
         return (dqkv @ W.T).reshape(x.shape)

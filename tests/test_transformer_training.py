@@ -104,8 +104,8 @@ def test_first_steps_match_torch(mask_kind, rng):
     np.testing.assert_allclose(losses, torch_losses, rtol=1e-6, atol=0)
     # The parameters after 20 steps agree too. (Without weight decay the key biases would
     # not: softmax ignores a constant added to a row of scores, so the loss's gradient for
-    # DenseK/b is exactly 0, both sides hold roundoff (~1e-17), and Adam's g/sqrt(v) scales
-    # that up to +-lr per step. Weight decay makes their gradient weight_decay * b.)
+    # DenseK/b is exactly 0; nn returns 0, torch roundoff (~1e-17), which Adam's g/sqrt(v)
+    # scales up to +-lr per step. Weight decay makes the gradient weight_decay * b on both.)
     final = all_parameters(layers)
     for key, p in params_t.items():
         np.testing.assert_allclose(final[key], layout.to_numpy(p), rtol=1e-6, atol=1e-9, err_msg=key)
