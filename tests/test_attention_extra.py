@@ -299,3 +299,19 @@ def test_get_causal_mask(shape, rng):
 def test_get_causal_mask_needs_batch_and_time():
     with pytest.raises(ValueError, match=r'get_causal_mask: expected .*\[B, T, \.\.\.\].*\(5,\)'):
         nn.get_causal_mask(np.zeros(5))
+
+
+def test_key_bias_has_no_effect_and_zero_gradient(rng):
+    """bk adds q_i . bk to the whole row i of scores; softmax ignores that, so y does not
+    depend on bk and its gradient is returned as exact zeros (not roundoff)."""
+    layer = make_msa(rng)
+    x = rng.standard_normal((B, T, C))
+    mask = nn.get_causal_mask(x)
+    y = layer(x, mask=mask)
+    shifted = layer.parameters()
+    shifted['MSA/DenseK/b'] = shifted['MSA/DenseK/b'] + 3.0 * rng.standard_normal(C)
+    layer.update_parameters(shifted)
+    np.testing.assert_allclose(layer(x, mask=mask), y, rtol=1e-12, atol=1e-12)
+    _, _, grads = run(layer, x, rng.standard_normal((B, T, C)), mask=mask)
+    np.testing.assert_array_equal(grads['MSA/DenseK/b'], np.zeros(C))
+    assert np.abs(grads['MSA/DenseQ/b']).max() > 1e-3       # the other biases do matter
