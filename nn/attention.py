@@ -134,7 +134,7 @@ class MaskedSelfAttention(Layer):
         if b is not None:
             qkv += b
         t = qkv.dtype.type
-        # Scale q rather than the [B, H, T, T] scores: half the elements here.
+        # Scale q ([B*T, C] = B*H*T*D entries) rather than the B*H*T*T scores: fewer when T > D.
         qkv[:, :C] *= t(1.0 / math.sqrt(self.head_dim))
         q, k, v = self._heads(qkv, B, T)
 
