@@ -22,6 +22,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pytest -o addopts="" --benchmark-only --benchmark-group-by=group tests
 
+# The performance regression gate: an injected ~25% slowdown must trip it, then every gated
+# kernel's paired ratio vs benchmarks/baselines.json (refresh: python -m benchmarks.gate --update-baseline).
+gate: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:xdist -m gate tests/test_gate.py
+	$(BIN)/python -m benchmarks.gate --save-history
+
 lint: $(STAMP)
 	$(BIN)/ruff check nn reference tests
 
