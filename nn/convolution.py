@@ -168,7 +168,7 @@ class _Conv(Layer):
             # Column sums as a GEMV: ~8x faster than dy2.sum(axis=0) on [8192, 32] here.
             self.accumulate(gradients, 'b', np.ones(dy2.shape[0], dtype=dy2.dtype) @ dy2)
         if (sh, sw) == (1, 1) and (kh, kw) != (1, 1) and x4.dtype == dy2.dtype == W4.dtype \
-                and x4.dtype in (np.float32, np.float64):
+                and x4.dtype in (np.float32, np.float64) and B > 0:
             return self._dx_stride1(x4, W4, dy4)
         # Each tap's W[i, j]^T as its own contiguous (Cout, Cin) matrix: with the transposed
         # view OpenBLAS's thin GEMM (N = Cin) was measured ~2.7x slower.

@@ -133,6 +133,26 @@ def test_non_contiguous_input_gives_the_same_result(layer, rng):
         np.testing.assert_allclose(g2[key], g1[key], rtol=1e-13)
 
 
+@pytest.mark.parametrize('layer, shape', [
+    (nn.Conv2D(3, 4, 3), (0, 5, 6, 3)), (nn.Conv2D(3, 4, 3, stride=2), (0, 5, 6, 3)), (nn.Conv1D(3, 4), (0, 7, 3)),
+    (nn.MaxPool2D(2), (0, 4, 5, 2)), (nn.AvgPool2D(3, 2, 1), (0, 4, 5, 2)),
+], ids=['conv2d', 'conv2d-s2', 'conv1d', 'maxpool', 'avgpool'])
+def test_empty_batch_gives_empty_outputs_and_zero_gradients(layer, shape, rng):
+    randomize(layer, rng)
+    x = np.zeros(shape, np.float32)
+    y, cache = layer.forward(x)
+    mirror = {nn.Conv2D: lambda t: F.conv2d(t, torch.zeros(4, 3, 3, 3), stride=layer.stride[0], padding=1),
+              nn.Conv1D: lambda t: F.conv1d(t, torch.zeros(4, 3, 3), padding=1),
+              nn.MaxPool2D: lambda t: F.max_pool2d(t, 2), nn.AvgPool2D: lambda t: F.avg_pool2d(t, 3, 2, 1)}
+    expected = layout.channels_last(mirror[type(layer)](layout.channels_first(torch.zeros(shape))))
+    assert y.shape == tuple(expected.shape) and y.dtype == np.float32
+    grads: dict = {}
+    dx = layer.backward(x, cache, np.zeros(y.shape, np.float32), grads)
+    assert dx.shape == shape and dx.dtype == np.float32
+    for key, value in layer.parameters().items():
+        np.testing.assert_array_equal(grads[key], np.zeros_like(value))
+
+
 # ------------------------------------------------------------------------------ BatchNorm2D
 @pytest.mark.parametrize('dtype', [np.float64, np.float32], ids=['float64', 'float32'])
 def test_batchnorm_running_statistics_follow_torch_then_eval(dtype, rng):
