@@ -26,9 +26,16 @@ Without torch the torch-free checks run alone, and the report says so.
 
 Checks and seeds: ``--seed 0`` (the default) draws exactly the numbers the
 pytest suite (tests/test_layers.py) draws; another seed draws others. The
-gradcheck column runs ``torch.autograd.gradcheck(fast_mode=True)`` (one random
-projection of every Jacobian: minutes of full Jacobians become milliseconds);
-``--full-gradcheck`` runs `reference.checks.check_gradcheck` (full Jacobians).
+gradcheck column (``--gradcheck auto``, the default) runs the harness's own
+`reference.checks.check_gradcheck` (full Jacobians, as the pytest suite) on
+layers with at most 512 input and output entries in all, and
+``torch.autograd.gradcheck(fast_mode=True)`` (one random projection of each
+Jacobian) on bigger ones, where full Jacobians take seconds per case (~20 s for
+a transformer block). Fast mode can miss a small error that the projection
+averages away (a GELU with the tanh-approximation derivative), which is why
+small layers get full Jacobians; the finite-difference and torch backward
+columns check every layer in full either way. ``--gradcheck full|fast`` forces
+one mode.
 
 Exit status: 0 every check passed (skips allowed), 1 a check failed, 2 usage
 error (bad option, no case matches ``-k``, a ``--layer`` that cannot be loaded).
@@ -45,7 +52,7 @@ JSON schema (``--json FILE``; ``version`` is bumped on incompatible changes)::
       "seed": 0,
       "dtype": "both" | "float64" | "float32",   # the --dtype option
       "dtypes": ["float64", "float32"],          # the dtypes it means
-      "gradcheck_mode": "fast" | "full",
+      "gradcheck_mode": "auto" | "fast" | "full",  # per case: measurements.fast_mode
       "torch": {"available": true, "version": "2.13.0" | null, "error": null | "why not"},
       "cases": [
         {
@@ -182,7 +189,7 @@ class Options:
     dtypes: tuple[str, ...] = ('float64', 'float32')
     seed: int = 0
     timing: bool = True
-    full_gradcheck: bool = False
+    gradcheck: str = 'auto'            # 'auto' | 'fast' | 'full' (see the module docstring)
     user: bool = False                 # a --layer case: no torch mirror
 
 
@@ -214,18 +221,43 @@ def _seeded_rng(case, check: str, extra: str, seed: int) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(f'{case.id}/{check}/{extra}'.encode()) ^ seed)
 
 
+#: --gradcheck auto: full Jacobians up to this many entries of x, the parameters and y together.
+GRADCHECK_FULL_MAX = 512
+
+
+def gradcheck_size(case) -> int:
+    """Entries of the differentiable input, every parameter and the output (shapes only)."""
+    layer, x, kwargs = case.make(np.random.default_rng(0), np.float64)
+    case.prepare(layer)
+    y, _ = layer.forward(x, **kwargs)
+    n_x = x.size if np.issubdtype(x.dtype, np.floating) else 0
+    return int(n_x + sum(p.size for p in layer.parameters().values()) + np.size(y))
+
+
+def run_gradcheck(case, rng: np.random.Generator, mode: str = 'auto') -> dict[str, Any]:
+    """The gradcheck column: `reference.checks.check_gradcheck` (full) or `_fast_gradcheck`."""
+    from reference import checks
+    if mode == 'auto':
+        mode = 'full' if gradcheck_size(case) <= GRADCHECK_FULL_MAX else 'fast'
+    if mode == 'full':
+        return {**checks.check_gradcheck(case, rng), 'fast_mode': False}
+    return _fast_gradcheck(case, rng)
+
+
 def _fast_gradcheck(case, rng: np.random.Generator) -> dict[str, Any]:
     """`torch.autograd.gradcheck(fast_mode=True)` on the layer as an autograd Function (float64).
 
-    As `reference.checks.check_gradcheck` (same wrapping, eps and tolerances), but
-    comparing one random projection u^T J v of each Jacobian instead of the full
-    Jacobians, which cost up to ~20 s per transformer-block case.
+    As `reference.checks.check_gradcheck` (same wrapping, eps, tolerances and tensor
+    naming), but comparing one random projection u^T J v of each Jacobian instead of
+    the full Jacobians, which cost up to ~20 s per transformer-block case.
+    tests/test_cli.py checks that it flags every broken layer of tests/broken_layers.py
+    that the full check flags, naming the same tensor.
     """
     import torch
     from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError
 
     from nn.gradcheck import GradcheckError
-    from reference import layout
+    from reference import checks, layout
     from reference.adapter import as_autograd_function
 
     layer, x, kwargs = case.make(rng, np.float64)
@@ -233,17 +265,21 @@ def _fast_gradcheck(case, rng: np.random.Generator) -> dict[str, Any]:
     x_t = layout.to_torch(x, requires_grad=np.issubdtype(x.dtype, np.floating))
     params = layout.params_to_torch(layer.parameters())
     inputs = (x_t, *(params[k] for k in keys))
+    context = f'{case.id} torch.autograd.gradcheck (fast mode)'
     try:
         torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
+    except GradcheckError as err:      # raised by the adapter itself (a missing gradient)
+        raise GradcheckError(err.tensor, f'{context}: tensor {err.tensor}: {err}') from None
     except TorchGradcheckError as err:
         match = re.search(r'with respect to input (\d+)', str(err))
-        index = int(match.group(1)) if match else -1
-        tensor = 'dx' if index == 0 else keys[index - 1] if index > 0 else 'unknown'
+        if match:
+            index = int(match.group(1))
+            tensor = 'dx' if index == 0 else keys[index - 1]
+        else:   # e.g. 'Backward is not reentrant': find the tensor as the full check does
+            tensor = checks._nondeterministic_tensor(case, layer, x, kwargs, rng) or 'unknown'
         # Keep torch's verdict (the projected values); its slow-mode Jacobian dump can run to pages.
-        lines = str(err).splitlines()
-        head = '\n'.join(lines[:3]).rstrip(',')
-        raise GradcheckError(tensor, f'{case.id} torch.autograd.gradcheck (fast mode): tensor {tensor}: '
-                                     f'{head}') from None
+        head = '\n'.join(str(err).splitlines()[:3]).rstrip(',')
+        raise GradcheckError(tensor, f'{context}: tensor {tensor}: {head}') from None
     return {'fast_mode': True}
 
 
@@ -370,8 +406,8 @@ def run_case(case, options: Options) -> dict[str, Any]:
             result = _skip(reason)
         else:
             rng = _seeded_rng(case, name, dtype or '', options.seed)
-            if name == 'gradcheck' and not options.full_gradcheck:
-                fn = partial(_fast_gradcheck, case, rng)
+            if name == 'gradcheck':
+                fn = partial(run_gradcheck, case, rng, options.gradcheck)
             elif dtype is not None:
                 fn = partial(checks.CHECKS[name], case, dtype, rng)
             else:
@@ -655,11 +691,18 @@ def _columns(report: dict[str, Any]) -> list[tuple[str, str, Callable[[dict[str,
         cols.append((f'bwd {short[dtype]}', '>', lambda c, d=dtype: _cell(c['checks'].get(f'backward[{d}]'))))
     cols.append(('fd', '>', lambda c: _cell(c['checks'].get('finite_differences'))))
     cols.append(('kinks', '>', lambda c: _kinks(c['checks'].get('finite_differences'))))
-    cols.append(('gradcheck', '^', lambda c: _cell(c['checks'].get('gradcheck'), 'status')))
+    cols.append(('gradcheck', '^', lambda c: _gradcheck_cell(c['checks'].get('gradcheck'))))
     cols.append(('other', '<', _other))
     cols.append(('nn/torch', '>', _ratio))
     cols.append(('result', '^', lambda c: ('PASS', 'pass') if c['status'] == 'pass' else ('FAIL', 'fail')))
     return cols
+
+
+def _gradcheck_cell(result: dict[str, Any] | None) -> tuple[str, str]:
+    text, kind = _cell(result, 'status')
+    if text == 'pass':
+        text = 'fast pass' if result['measurements'].get('fast_mode') else 'full pass'
+    return text, kind
 
 
 def _kinks(result: dict[str, Any] | None) -> tuple[str, str]:
@@ -743,8 +786,9 @@ def _legend(report: dict[str, Any]) -> list[str]:
         'fwd, bwd: max relative error vs torch (of y; of dx and every parameter gradient), '
         'relative to the largest reference entry',
         'fd: the same vs central finite differences in float64; kinks: entries skipped at kinks',
-        f'gradcheck: torch.autograd.gradcheck ({report["gradcheck_mode"]} mode); other: purity, accumulation, '
-        're-entrancy, linearity, batch independence, batch of one',
+        f'gradcheck: torch.autograd.gradcheck, full Jacobians or fast mode (one random projection; '
+        f'--gradcheck {report["gradcheck_mode"]})',
+        'other: purity, accumulation, re-entrancy, linearity, batch independence, batch of one',
         f'nn/torch: forward+backward time of nn over torch on the case\'s small shapes, {timing}, one thread '
         'each (below 1: nn is faster)',
     ]
@@ -876,9 +920,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='worker processes (default: 2 on a multi-core machine when there are '
                              'many cases, else 1)')
     parser.add_argument('--no-timing', action='store_true', help='skip the time ratios vs torch')
-    parser.add_argument('--full-gradcheck', action='store_true',
-                        help='torch.autograd.gradcheck with full Jacobians (as the pytest suite) '
-                             'instead of fast mode')
+    parser.add_argument('--gradcheck', choices=('auto', 'fast', 'full'), default='auto',
+                        help='torch.autograd.gradcheck with full Jacobians (as the pytest suite), in fast '
+                             f'mode (one random projection), or auto (default): full up to '
+                             f'{GRADCHECK_FULL_MAX} input+output entries, fast above')
     parser.add_argument('--color', choices=('auto', 'always', 'never'), default='auto',
                         help='colour the table: auto = on a terminal unless NO_COLOR is set')
     progress = parser.add_mutually_exclusive_group()
@@ -946,7 +991,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     options = Options(dtypes=DTYPE_CHOICES[args.dtype], seed=args.seed, timing=not args.no_timing,
-                      full_gradcheck=args.full_gradcheck, user=mode == 'layer')
+                      gradcheck=args.gradcheck, user=mode == 'layer')
     jobs = args.jobs
     if jobs is None:
         jobs = 2 if (os.cpu_count() or 1) >= 2 and len(cases) >= 12 else 1
@@ -971,7 +1016,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    'int_input': args.int_input}
                   if mode == 'layer' else None),
         'seed': args.seed, 'dtype': args.dtype, 'dtypes': list(options.dtypes),
-        'gradcheck_mode': 'full' if args.full_gradcheck else 'fast', 'torch': torch,
+        'gradcheck_mode': args.gradcheck, 'torch': torch,
         'cases': results,
     }
     report['summary'] = summarize(results, time.perf_counter() - start)

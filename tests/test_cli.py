@@ -130,7 +130,7 @@ def check_schema(doc: dict) -> None:
     assert isinstance(doc['seed'], int)
     assert doc['dtype'] in ('both', 'float64', 'float32')
     assert doc['dtypes'] == list(verify.DTYPE_CHOICES[doc['dtype']])
-    assert doc['gradcheck_mode'] in ('fast', 'full')
+    assert doc['gradcheck_mode'] in ('auto', 'fast', 'full')
     assert set(doc['torch']) == {'available', 'version', 'error'}
     assert isinstance(doc['torch']['available'], bool)
     for case in doc['cases']:
@@ -317,6 +317,46 @@ def test_parallel_workers_report_what_one_process_reports(capsys, tmp_path):
         assert one['id'] == two['id']
         assert {k: (c['status'], c['measurements']) for k, c in one['checks'].items()} == \
                {k: (c['status'], c['measurements']) for k, c in two['checks'].items()}
+
+
+def _gradcheck_entries():
+    from broken_layers import BROKEN
+    return [pytest.param(e, id=e.name) for e in BROKEN
+            if 'gradcheck' in e.checks and 'gradcheck' not in e.harness_bugs]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize('entry', _gradcheck_entries())
+def test_gradcheck_column_flags_every_broken_layer_naming_the_tensor(entry):
+    # What nn-verify runs by default (--gradcheck auto) catches each deliberately broken layer of the
+    # self-test catalogue and names the same tensor, and passes its real twin.
+    from nn.gradcheck import GradcheckError
+    from reference import checks
+    with pytest.raises(GradcheckError) as caught:
+        verify.run_gradcheck(entry.case, checks.case_rng(entry.real, 'gradcheck'), 'auto')
+    assert caught.value.tensor == entry.tensor
+    assert f'tensor {entry.tensor}' in str(caught.value) and entry.case.id in str(caught.value)
+    assert verify.run_gradcheck(entry.real, checks.case_rng(entry.real, 'gradcheck'), 'auto')['passed']
+
+
+@pytest.mark.torch
+def test_fast_mode_gradcheck_on_a_large_layer():
+    from nn.gradcheck import GradcheckError
+    from reference import registry
+    big = registry.Case('big', ScaledDxDense, lambda rng: registry.randomize(ScaledDxDense(40, 30), rng),
+                        registry.normal(6, 40))
+    assert verify.gradcheck_size(big) == 6 * 40 + 40 * 30 + 30 + 6 * 30 > verify.GRADCHECK_FULL_MAX
+    real = registry.Case('big', nn.Dense, lambda rng: registry.randomize(nn.Dense(40, 30), rng),
+                         registry.normal(6, 40))
+    assert verify.run_gradcheck(real, np.random.default_rng(1), 'auto') == {'fast_mode': True}
+    with pytest.raises(GradcheckError, match=r'gradcheck \(fast mode\): tensor dx: Jacobian mismatch') as caught:
+        verify.run_gradcheck(big, np.random.default_rng(1), 'auto')
+    assert caught.value.tensor == 'dx'
+    # --gradcheck full / fast force the mode whatever the size.
+    small = registry.get('Tanh-2d')
+    assert verify.run_gradcheck(small, np.random.default_rng(1), 'auto')['fast_mode'] is False
+    assert verify.run_gradcheck(small, np.random.default_rng(1), 'fast') == {'fast_mode': True}
+    assert verify.run_gradcheck(small, np.random.default_rng(1), 'full') == {'passed': True, 'fast_mode': False}
 
 
 # ----------------------------------------------------------------------------- colour
