@@ -235,52 +235,16 @@ def gradcheck_size(case) -> int:
 
 
 def run_gradcheck(case, rng: np.random.Generator, mode: str = 'auto') -> dict[str, Any]:
-    """The gradcheck column: `reference.checks.check_gradcheck` (full) or `_fast_gradcheck`."""
+    """The gradcheck column: `reference.checks.check_gradcheck`, full or in torch's fast mode.
+
+    Fast mode (one random projection of each Jacobian) is for the cases whose full
+    Jacobians cost up to ~20 s (transformer blocks); tests/test_cli.py checks that it
+    flags every broken layer of tests/broken_layers.py that the full check flags.
+    """
     from reference import checks
     if mode == 'auto':
         mode = 'full' if gradcheck_size(case) <= GRADCHECK_FULL_MAX else 'fast'
-    if mode == 'full':
-        return {**checks.check_gradcheck(case, rng), 'fast_mode': False}
-    return _fast_gradcheck(case, rng)
-
-
-def _fast_gradcheck(case, rng: np.random.Generator) -> dict[str, Any]:
-    """`torch.autograd.gradcheck(fast_mode=True)` on the layer as an autograd Function (float64).
-
-    As `reference.checks.check_gradcheck` (same wrapping, eps, tolerances and tensor
-    naming), but comparing one random projection u^T J v of each Jacobian instead of
-    the full Jacobians, which cost up to ~20 s per transformer-block case.
-    tests/test_cli.py checks that it flags every broken layer of tests/broken_layers.py
-    that the full check flags, naming the same tensor.
-    """
-    import torch
-    from torch.autograd.gradcheck import GradcheckError as TorchGradcheckError
-
-    from nn.gradcheck import GradcheckError
-    from reference import checks, layout
-    from reference.adapter import as_autograd_function
-
-    layer, x, kwargs = case.make(rng, np.float64)
-    fn, keys = as_autograd_function(layer, kwargs, case.before_forward)
-    x_t = layout.to_torch(x, requires_grad=np.issubdtype(x.dtype, np.floating))
-    params = layout.params_to_torch(layer.parameters())
-    inputs = (x_t, *(params[k] for k in keys))
-    context = f'{case.id} torch.autograd.gradcheck (fast mode)'
-    try:
-        torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
-    except GradcheckError as err:      # raised by the adapter itself (a missing gradient)
-        raise GradcheckError(err.tensor, f'{context}: tensor {err.tensor}: {err}') from None
-    except TorchGradcheckError as err:
-        match = re.search(r'with respect to input (\d+)', str(err))
-        if match:
-            index = int(match.group(1))
-            tensor = 'dx' if index == 0 else keys[index - 1]
-        else:   # e.g. 'Backward is not reentrant': find the tensor as the full check does
-            tensor = checks._nondeterministic_tensor(case, layer, x, kwargs, rng) or 'unknown'
-        # Keep torch's verdict (the projected values); its slow-mode Jacobian dump can run to pages.
-        head = '\n'.join(str(err).splitlines()[:3]).rstrip(',')
-        raise GradcheckError(tensor, f'{context}: tensor {tensor}: {head}') from None
-    return {'fast_mode': True}
+    return checks.check_gradcheck(case, rng, fast_mode=(mode == 'fast'))
 
 
 def _crash_message(err: BaseException) -> str:

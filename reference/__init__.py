@@ -6,5 +6,6 @@
 - `reference.registry`: the cases that tests, benchmarks and the CLI all read.
 - `reference.checks`: the checks run on every case.
 
-Importing this package needs torch; `nn` itself never does.
+`reference.registry` and the torch-free checks of `reference.checks` need only NumPy;
+the mirrors, the adapter and the torch checks need torch. `nn` itself never imports it.
 """
