@@ -17,6 +17,10 @@ error <= 2e-6 for |x| < 5, <= 1e-5 out to the underflow of exp(-x^2/2), which
 is float32's own rounding of the exponent's argument.
 
 The density comes out of the same exp, so GELU's backward needs no exp at all.
+Speed is bounded by NumPy's float32 exp (~1.5x torch's here) and the ~30 array
+passes of the polynomial: about 2.5x torch's fused GELU on this machine.
+(Blocking the passes to stay in L2 cache and a table lookup were measured too:
+neither was faster.)
 """
 
 from __future__ import annotations
@@ -32,9 +36,6 @@ _ERFCX_POLY = (0.2256758603225553, 0.22566973345158914, 0.20784006989706988, 0.1
                0.1413462653002984, -0.005417948588008037, 0.16885043857349988, -0.18274957387465154,
                0.050222255815567)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-# Elements per block: the ~5 float32 temporaries of one block (5 x 64 KiB) stay in L2 cache
-# between the ~30 passes, instead of streaming each pass through memory.
-_BLOCK = 1 << 14
 
 
 def normal_cdf_pdf(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,39 +45,25 @@ def normal_cdf_pdf(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             pdf = np.exp(-0.5 * np.square(x))
         pdf *= _INV_SQRT_2PI
         return special.ndtr(x), pdf
-    flat = np.ascontiguousarray(x).reshape(-1)
-    cdf = np.empty_like(flat)
-    pdf = np.empty_like(flat)
-    scratch = np.empty(min(_BLOCK, flat.size), np.float32)
-    mask = np.empty(min(_BLOCK, flat.size), np.bool_)
-    for start in range(0, flat.size, _BLOCK):
-        stop = min(start + _BLOCK, flat.size)
-        _cdf_pdf_float32(flat[start:stop], cdf[start:stop], pdf[start:stop],
-                         scratch[:stop - start], mask[:stop - start])
-    return cdf.reshape(x.shape), pdf.reshape(x.shape)
-
-
-def _cdf_pdf_float32(x, cdf, pdf, t, mask) -> None:
-    """One block of the float32 path, written into cdf and pdf (t and mask are scratch)."""
     f = np.float32
-    np.multiply(x, x, out=pdf)
+    pdf = np.multiply(x, x)
     pdf *= f(-0.5)
     with np.errstate(under='ignore'):
         np.exp(pdf, out=pdf)                    # exp(-x^2/2), shared by Phi and phi
-    np.abs(x, out=t)
+    t = np.abs(x)
     t *= f(_T_SCALE)
     t += f(1.0)
     np.divide(f(1.0), t, out=t)
-    cdf.fill(f(_ERFCX_POLY[-1]))
+    cdf = np.full_like(x, f(_ERFCX_POLY[-1]))
     for c in _ERFCX_POLY[-2::-1]:              # Horner: P(t)
         cdf *= t
         cdf += f(c)
     cdf *= t
     cdf *= pdf
     cdf *= f(0.5)                              # q = Phi(-|x|)
-    np.greater(x, 0, out=mask)
     np.multiply(cdf, f(-2.0), out=t)
     t += f(1.0)                                # 1 - 2q
-    t *= mask
+    t *= x > 0
     cdf += t                                   # q, or 1 - q where x > 0
     pdf *= f(_INV_SQRT_2PI)
+    return cdf, pdf
