@@ -221,30 +221,15 @@ def _seeded_rng(case, check: str, extra: str, seed: int) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(f'{case.id}/{check}/{extra}'.encode()) ^ seed)
 
 
-#: --gradcheck auto: full Jacobians up to this many entries of x, the parameters and y together.
-GRADCHECK_FULL_MAX = 512
-
-
-def gradcheck_size(case) -> int:
-    """Entries of the differentiable input, every parameter and the output (shapes only)."""
-    layer, x, kwargs = case.make(np.random.default_rng(0), np.float64)
-    case.prepare(layer)
-    y, _ = layer.forward(x, **kwargs)
-    n_x = x.size if np.issubdtype(x.dtype, np.floating) else 0
-    return int(n_x + sum(p.size for p in layer.parameters().values()) + np.size(y))
-
-
 def run_gradcheck(case, rng: np.random.Generator, mode: str = 'auto') -> dict[str, Any]:
-    """The gradcheck column: `reference.checks.check_gradcheck`, full or in torch's fast mode.
+    """The gradcheck column: `reference.checks.check_gradcheck`, full, fast or auto (as the suite:
+    full Jacobians up to `reference.checks.GRADCHECK_FULL_MAX` entries, fast mode above).
 
-    Fast mode (one random projection of each Jacobian) is for the cases whose full
-    Jacobians cost up to ~20 s (transformer blocks); tests/test_cli.py checks that it
-    flags every broken layer of tests/broken_layers.py that the full check flags.
+    tests/test_cli.py checks that fast mode flags every broken layer of tests/broken_layers.py
+    that the full check flags.
     """
     from reference import checks
-    if mode == 'auto':
-        mode = 'full' if gradcheck_size(case) <= GRADCHECK_FULL_MAX else 'fast'
-    return checks.check_gradcheck(case, rng, fast_mode=(mode == 'fast'))
+    return checks.check_gradcheck(case, rng, fast_mode=None if mode == 'auto' else mode == 'fast')
 
 
 def _crash_message(err: BaseException) -> str:
@@ -886,8 +871,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--no-timing', action='store_true', help='skip the time ratios vs torch')
     parser.add_argument('--gradcheck', choices=('auto', 'fast', 'full'), default='auto',
                         help='torch.autograd.gradcheck with full Jacobians (as the pytest suite), in fast '
-                             f'mode (one random projection), or auto (default): full up to '
-                             f'{GRADCHECK_FULL_MAX} input+output entries, fast above')
+                             'mode (one random projection), or auto (default, as the suite): full up to '
+                             '512 entries of input, parameters and output, fast above')
     parser.add_argument('--color', choices=('auto', 'always', 'never'), default='auto',
                         help='colour the table: auto = on a terminal unless NO_COLOR is set')
     progress = parser.add_mutually_exclusive_group()

@@ -177,16 +177,32 @@ def check_finite_differences(case: Case, rng: np.random.Generator | None = None)
             'checked': sum(r.n_checked for r in rows)}
 
 
+#: `check_gradcheck` builds full Jacobians up to this many entries of x, the parameters and y.
+GRADCHECK_FULL_MAX = 512
+
+
+def gradcheck_size(case: Case) -> int:
+    """Entries of the differentiable input, every parameter and the output of a case."""
+    layer, x, kwargs = case.make(np.random.default_rng(0), np.float64)
+    y, _ = _forward(case, layer, x, kwargs)
+    n_x = x.size if np.issubdtype(x.dtype, np.floating) else 0
+    return int(n_x + sum(p.size for p in layer.parameters().values()) + np.size(y))
+
+
 def check_gradcheck(case: Case, rng: np.random.Generator | None = None,
-                    fast_mode: bool = False) -> dict[str, float]:
+                    fast_mode: bool | None = None) -> dict[str, float]:
     """`torch.autograd.gradcheck` on the layer wrapped as an autograd Function (float64).
 
-    `fast_mode` compares one random projection u^T J v of each Jacobian instead of the
-    full Jacobians (nn-verify uses it on its largest cases); it can miss a subtle bug
-    that the full check catches, so the test suite runs the full check.
+    Full Jacobians for cases up to GRADCHECK_FULL_MAX entries; above that (the attention
+    and Block cases, whose full Jacobians took 1-3 s each) torch's fast mode, one random
+    projection u^T J v of each Jacobian. Fast mode can miss a subtle bug the full check
+    catches, so it is kept for the large cases, whose gradients the finite-difference and
+    backward-vs-torch checks still verify entry by entry. `fast_mode` True/False forces it.
     """
     _require_torch(f'{case.id}: torch.autograd.gradcheck')
     rng = rng or case_rng(case, 'gradcheck')
+    if fast_mode is None:
+        fast_mode = gradcheck_size(case) > GRADCHECK_FULL_MAX
     layer, x, kwargs = case.make(rng, np.float64)
     fn, keys = as_autograd_function(layer, kwargs, case.before_forward)
     x_t = layout.to_torch(x, requires_grad=np.issubdtype(x.dtype, np.floating))
