@@ -38,7 +38,7 @@ def load_history(directory: Path = HISTORY) -> list[dict[str, Any]]:
         if isinstance(run, dict) and isinstance(run.get('kernels'), list):
             run.setdefault('file', path.name)
             runs.append(run)
-    runs.sort(key=lambda r: (r.get('time', ''), r.get('file', '')))
+    runs.sort(key=lambda r: (r.get('time', ''), r.get('timestamp', 0.0)))
     return runs
 
 

@@ -137,10 +137,10 @@ def paired_ratios(fn: Callable[[], Any], ref: Callable[[], Any], pairs: int,
     return [_pair(fn, ref, number, ref_number, repeats, p, timer) for p in range(pairs)]
 
 
-def paired_ratio(fn: Callable[[], Any], ref: Callable[[], Any], budget: float = 1.0,
-                 min_pairs: int = 11, max_pairs: int = 1001, repeats: int = 5, min_sample: float = 1e-4,
-                 timer: Timer = time.perf_counter) -> tuple[float, int]:
-    """Median per-pair ratio t(fn)/t(ref) over about `budget` seconds; returns (ratio, pairs).
+def paired_samples(fn: Callable[[], Any], ref: Callable[[], Any], budget: float = 1.0,
+                   min_pairs: int = 11, max_pairs: int = 1001, repeats: int = 5, min_sample: float = 1e-4,
+                   timer: Timer = time.perf_counter) -> list[float]:
+    """Per-pair ratios t(fn)/t(ref) over about `budget` seconds.
 
     Each side's sample is at least `min_sample` seconds (small kernels are
     repeated back to back). Pairs are added until `budget` seconds have passed
@@ -155,6 +155,14 @@ def paired_ratio(fn: Callable[[], Any], ref: Callable[[], Any], budget: float = 
         ratios.append(_pair(fn, ref, number, ref_number, repeats, len(ratios), timer))
         if len(ratios) >= min_pairs and len(ratios) % 2 == 1 and timer() - start >= budget:
             break
+    return ratios
+
+
+def paired_ratio(fn: Callable[[], Any], ref: Callable[[], Any], budget: float = 1.0,
+                 min_pairs: int = 11, max_pairs: int = 1001, repeats: int = 5, min_sample: float = 1e-4,
+                 timer: Timer = time.perf_counter) -> tuple[float, int]:
+    """Median per-pair ratio t(fn)/t(ref) over about `budget` seconds; returns (ratio, pairs)."""
+    ratios = paired_samples(fn, ref, budget, min_pairs, max_pairs, repeats, min_sample, timer)
     return statistics.median(ratios), len(ratios)
 
 
