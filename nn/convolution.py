@@ -95,6 +95,29 @@ def _tap_range(n_in: int, n_out: int, offset: int, stride: int) -> tuple[int, in
     return lo, hi, lo * stride + offset
 
 
+def _interior(n_in: int, n_out: int, kernel: int, stride: int, padding: int, dilation: int) -> tuple[int, int]:
+    """The output positions [a, b) along one axis whose every tap lies inside [0, n_in);
+    (n_out, n_out) when there are none."""
+    ranges = [_tap_range(n_in, n_out, t * dilation - padding, stride)[:2] for t in range(kernel)]
+    a, b = max(r[0] for r in ranges), min(r[1] for r in ranges)
+    return (a, b) if a < b else (n_out, n_out)
+
+
+def _strided(a: np.ndarray, start: tuple[int, ...], shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+    """A read-only strided view of `a`'s memory from element ``a[start]`` on (built with the
+    ndarray constructor when `a` is contiguous: `as_strided` costs ~10 us a call)."""
+    if a.flags.c_contiguous:
+        offset = sum(i * s for i, s in zip(start, a.strides))
+        view = np.ndarray(shape, a.dtype, buffer=a, offset=offset, strides=strides)
+        view.flags.writeable = False
+        return view
+    return as_strided(a[tuple(slice(i, None) for i in start)], shape, strides, writeable=False)
+
+
+#: Elements of the per-tap buffer of the general dx path (128 KiB of float32).
+_TAP_BLOCK = 1 << 15
+
+
 class _Conv(Layer):
     """The 2-D engine; Conv1D runs it on ``[B, 1, T, C]`` with a ``(1, K)`` kernel."""
 
@@ -125,34 +148,64 @@ class _Conv(Layer):
                 f'kernel minus twice the padding ({self._describe()}), got shape {shape_for_error}')
         return Ho, Wo
 
-    def _patches(self, x4: np.ndarray, Ho: int, Wo: int) -> np.ndarray:
-        """The im2col matrix ``[B*Ho*Wo, Kh*Kw*Cin]`` (a new contiguous array, or x itself for 1x1)."""
+    def _patches(self, x4: np.ndarray, Ho: int, Wo: int, scratch: np.ndarray | None = None) -> np.ndarray:
+        """The im2col matrix ``[B*Ho*Wo, Kh*Kw*Cin]`` (a new contiguous array, or x itself for 1x1).
+
+        Filled region by region straight from x (no padded copy of x): the interior, whose
+        windows all lie inside x, is one strided copy; each of the (at most four) border
+        strips reads a small zero-padded copy of the rows or columns of x it needs, placed
+        in `scratch` (a flat buffer of x's dtype, e.g. the not yet computed output) when it
+        fits there.
+        """
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self._kernel, self._stride, self._padding, self._dilation
         B, H, W, C = x4.shape
         if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
             return x4.reshape(B * H * W, C)
-        if ph or pw:
-            xp = np.zeros((B, H + 2 * ph, W + 2 * pw, C), dtype=x4.dtype)
-            xp[:, ph:ph + H, pw:pw + W] = x4
-        else:
-            xp = x4
-        s_b, s_h, s_w, s_c = xp.strides
-        # Overlapping read-only view: window (h, w) tap (i, j) is xp[b, h*sh + i*dh, w*sw + j*dw].
-        windows = as_strided(xp, (B, Ho, Wo, kh, kw, C),
-                             (s_b, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c), writeable=False)
         cols = np.empty((B, Ho, Wo, kh, kw, C), dtype=x4.dtype)
-        np.copyto(cols, windows)
+        ha, hb = _interior(H, Ho, kh, sh, ph, dh)
+        wa, wb = _interior(W, Wo, kw, sw, pw, dw)
+        if ha == hb:
+            wa = wb = Wo                        # no interior: the top strip is everything
+        for h0, h1, w0, w1 in ((0, ha, 0, Wo), (hb, Ho, 0, Wo), (ha, hb, 0, wa), (ha, hb, wb, Wo),
+                               (ha, hb, wa, wb)):
+            if h0 == h1 or w0 == w1 or B == 0:
+                continue
+            # The input rows [r0, r1) and columns [c0, c1) that these windows read (maybe padding).
+            r0, r1 = h0 * sh - ph, (h1 - 1) * sh + (kh - 1) * dh - ph + 1
+            c0, c1 = w0 * sw - pw, (w1 - 1) * sw + (kw - 1) * dw - pw + 1
+            if r0 >= 0 and c0 >= 0 and r1 <= H and c1 <= W:
+                src, start = x4, (0, r0, c0, 0)
+            else:
+                shape = (B, r1 - r0, c1 - c0, C)
+                size = math.prod(shape)
+                if scratch is not None and scratch.size >= size:
+                    src = scratch[:size].reshape(shape)
+                    src.fill(0)
+                else:
+                    src = np.zeros(shape, dtype=x4.dtype)
+                a0, a1, b0, b1 = max(r0, 0), min(r1, H), max(c0, 0), min(c1, W)
+                if a0 < a1 and b0 < b1:
+                    src[:, a0 - r0:a1 - r0, b0 - c0:b1 - c0] = x4[:, a0:a1, b0:b1]
+                start = (0, 0, 0, 0)
+            # Overlapping read-only view: window (h, w) tap (i, j) is src[b, r0 + h*sh + i*dh, c0 + w*sw + j*dw].
+            s_b, s_h, s_w, s_c = src.strides
+            np.copyto(cols[:, h0:h1, w0:w1], _strided(
+                src, start, (B, h1 - h0, w1 - w0, kh, kw, C), (s_b, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c)))
         return cols.reshape(B * Ho * Wo, kh * kw * C)
 
     def _forward4(self, x4: np.ndarray, W4: np.ndarray, shape_for_error) -> tuple[np.ndarray, np.ndarray]:
         Ho, Wo = self._out_hw(x4, shape_for_error)
-        cols = self._patches(x4, Ho, Wo)
+        B = x4.shape[0]
+        y = np.empty((B * Ho * Wo, self.out_channels), dtype=np.result_type(x4.dtype, W4.dtype))
+        # y is not computed yet: its memory holds the small padded strips of x the im2col
+        # border needs (when it is big enough), so they cost no memory of their own.
+        cols = self._patches(x4, Ho, Wo, y.reshape(-1) if y.dtype == x4.dtype else None)
         # W2 in Fortran order (a copy of the small weight): OpenBLAS runs this thin-N GEMM
         # ~10-20% faster than with the C-ordered W2.
-        y = cols @ np.asfortranarray(W4.reshape(-1, self.out_channels))
+        np.matmul(cols, np.asfortranarray(W4.reshape(-1, self.out_channels)), out=y)
         if self.use_bias:
             y += self.get_parameter('b')
-        return y.reshape(x4.shape[0], Ho, Wo, self.out_channels), cols
+        return y.reshape(B, Ho, Wo, self.out_channels), cols
 
     def _backward4(self, x4: np.ndarray, cols: np.ndarray, W4: np.ndarray, dy4: np.ndarray,
                    gradients: Parameters) -> np.ndarray:
@@ -167,65 +220,91 @@ class _Conv(Layer):
         if self.use_bias:
             # Column sums as a GEMV: ~8x faster than dy2.sum(axis=0) on [8192, 32] here.
             self.accumulate(gradients, 'b', np.ones(dy2.shape[0], dtype=dy2.dtype) @ dy2)
-        if (sh, sw) == (1, 1) and (kh, kw) != (1, 1) and x4.dtype == dy2.dtype == W4.dtype \
+        if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
+            return (dy2 @ np.ascontiguousarray(W4[0, 0].T)).reshape(x4.shape).astype(x4.dtype, copy=False)
+        if (sh, sw, Ho, Wo) == (1, 1, H, W) and x4.dtype == dy2.dtype == W4.dtype \
                 and x4.dtype in (np.float32, np.float64) and B > 0:
-            return self._dx_stride1(x4, W4, dy4)
+            return self._dx_same(x4, W4, dy2)
         # Each tap's W[i, j]^T as its own contiguous (Cout, Cin) matrix: with the transposed
         # view OpenBLAS's thin GEMM (N = Cin) was measured ~2.7x slower.
         WT = np.ascontiguousarray(np.swapaxes(W4, 2, 3))
-        if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
-            return (dy2 @ WT[0, 0]).reshape(x4.shape).astype(x4.dtype, copy=False)
-        dx = np.zeros(x4.shape, dtype=x4.dtype)
-        tap = np.empty((B, Ho, Wo, C), dtype=np.result_type(dy2, W4))
-        tap2 = tap.reshape(-1, C)
+        taps = []
         for i in range(kh):
             h_lo, h_hi, r0 = _tap_range(H, Ho, i * dh - ph, sh)
-            if h_lo == h_hi:
-                continue                        # this kernel row only ever sees padding
             for j in range(kw):
                 w_lo, w_hi, c0 = _tap_range(W, Wo, j * dw - pw, sw)
-                if w_lo == w_hi:
-                    continue
-                np.matmul(dy2, WT[i, j], out=tap2)
-                dx[:, r0:r0 + sh * (h_hi - h_lo - 1) + 1:sh, c0:c0 + sw * (w_hi - w_lo - 1) + 1:sw] += \
-                    tap[:, h_lo:h_hi, w_lo:w_hi]
+                if h_lo < h_hi and w_lo < w_hi:         # else this tap only ever sees padding
+                    taps.append((WT[i, j], (slice(h_lo, h_hi), slice(w_lo, w_hi)),
+                                 (slice(r0, r0 + sh * (h_hi - h_lo - 1) + 1, sh),
+                                  slice(c0, c0 + sw * (w_hi - w_lo - 1) + 1, sw))))
+        dx = np.zeros(x4.shape, dtype=x4.dtype)
+        # Each tap's GEMM writes a buffer that one strided add puts into the rows of dx the
+        # tap reaches. The buffer holds a block of whole images of at most _TAP_BLOCK
+        # elements (one image if that is larger), so it stays O(1), not O(output).
+        per_image = Ho * Wo
+        nb = max(1, min(B, _TAP_BLOCK // max(1, per_image * C)))
+        tap = np.empty((nb * per_image, C), dtype=np.result_type(dy2, W4))
+        for b0 in range(0, B, nb):
+            b1 = min(B, b0 + nb)
+            tap2 = tap[:(b1 - b0) * per_image]
+            tap4 = tap2.reshape(b1 - b0, Ho, Wo, C)
+            dy_block = dy2[b0 * per_image:b1 * per_image]
+            for WT_ij, (hs, ws), (rs, cs) in taps:
+                np.matmul(dy_block, WT_ij, out=tap2)
+                dx[b0:b1, rs, cs] += tap4[:, hs, ws]
         return dx
 
-    def _dx_stride1(self, x4: np.ndarray, W4: np.ndarray, dy4: np.ndarray) -> np.ndarray:
-        """dx for stride 1 with no tap buffer and no separate add.
+    def _dx_same(self, x4: np.ndarray, W4: np.ndarray, dy2: np.ndarray) -> np.ndarray:
+        """dx for stride 1 and an output the input's size, accumulated in place in dx.
 
-        On the padded grid flattened to rows (``[B*Hp*Wp, C]``), tap (i, j) reads input
-        row ``q + o`` for output row q, with ``o = i*dh*Wp + j*dw`` the same for every q.
-        So the tap's whole contribution is one contiguous block update::
+        With dx and dy both flattened to rows (``[B*H*W, C]`` and ``[B*H*W, Cout]``), tap
+        (i, j), at offset ``(oi, oj) = (i*dh - ph, j*dw - pw)``, adds output row q into input
+        row ``q + s`` with ``s = oi*W + oj`` the same for every q. So the tap is one BLAS GEMM
+        with beta = 1 into a contiguous block of dx::
 
-            dxp[o : o + M] += dyp[:M] @ W[i, j]^T
+            dx[s + q0 : s + q1] += dy[q0 : q1] @ W[i, j]^T
 
-        (dyp: dy placed on the padded grid, zero elsewhere; M: the rows that can hold
-        an output), one BLAS GEMM with beta = 1 that accumulates in place. SciPy's BLAS
-        wrapper is the one that exposes beta; its OpenBLAS is the one `scipy.special`
-        (imported by `nn.activations`) has already loaded.
+        which is right everywhere except in the rows and columns of each image the tap cannot
+        reach (the rows ``h < oi`` or ``h >= H + oi``, the columns likewise): there the
+        flat shift wraps into a neighbouring row or image. Those border strips
+        (``B*C*(|oi|*W + |oj|*H)`` values) are saved before the GEMM and written back after
+        it, which undoes the wrapped terms exactly. SciPy's BLAS wrapper is the one that
+        exposes beta; its OpenBLAS is the one `scipy.special` (imported by `nn.activations`)
+        has already loaded.
         """
         from scipy.linalg import blas  # lazily: `import nn` does not pay for scipy.linalg
 
         (kh, kw), (ph, pw), (dh, dw) = self._kernel, self._padding, self._dilation
         B, H, W, C = x4.shape
-        Ho, Wo, Co = dy4.shape[1:]
-        Hp, Wp = H + 2 * ph, W + 2 * pw
-        dyp = np.zeros((B * Hp * Wp, Co), dtype=dy4.dtype)
-        dyp.reshape(B, Hp, Wp, Co)[:, :Ho, :Wo] = dy4
-        M = B * Hp * Wp - (kh - 1) * dh * Wp - (kw - 1) * dw       # dyp rows past M are all padding
-        dxp = np.zeros((B * Hp * Wp, C), dtype=x4.dtype)
+        N = B * H * W
+        dx = np.zeros(x4.shape, dtype=x4.dtype)
+        dx2 = dx.reshape(N, C)
         gemm = blas.get_blas_funcs('gemm', dtype=x4.dtype)
-        dy_f = dyp[:M].T                                            # as a Fortran [Co, M] matrix: no copy
         for i in range(kh):
+            oi = i * dh - ph
+            if not -H < oi < H:
+                continue                                            # this kernel row only sees padding
+            rows = slice(0, oi) if oi > 0 else slice(H + oi, H)     # the rows it cannot reach
             for j in range(kw):
-                o = i * dh * Wp + j * dw
-                block = dxp[o:o + M].T                              # Fortran [C, M] view of the rows
-                out = gemm(1.0, np.asfortranarray(W4[i, j]), dy_f, beta=1.0, c=block, overwrite_c=True)
+                oj = j * dw - pw
+                if not -W < oj < W:
+                    continue
+                cols = slice(0, oj) if oj > 0 else slice(W + oj, W)
+                s = oi * W + oj
+                q0, q1 = max(0, -s), min(N, N - s)
+                kept_rows = dx[:, rows].copy() if oi else None
+                kept_cols = dx[:, :, cols].copy() if oj else None
+                block = dx2[q0 + s:q1 + s].T                        # Fortran [C, M] view of the rows
+                out = gemm(1.0, np.asfortranarray(W4[i, j]), dy2[q0:q1].T, beta=1.0, c=block,
+                           overwrite_c=True)
                 if not np.may_share_memory(out, block):             # the wrapper copied: write back
                     block[...] = out
-        del dy_f, dyp, out                                          # not held while dx is cropped out
-        return np.ascontiguousarray(dxp.reshape(B, Hp, Wp, C)[:, ph:ph + H, pw:pw + W])
+                del out
+                if oi:
+                    dx[:, rows] = kept_rows
+                if oj:
+                    dx[:, :, cols] = kept_cols
+        return dx
 
     def _describe(self) -> str:
         return (f'kernel {self._kernel}, stride {self._stride}, padding {self._padding}, '
