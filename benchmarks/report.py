@@ -107,10 +107,12 @@ def chart(history: Sequence[dict[str, Any]], path: Path, last: int = 50) -> Path
     threshold = history[-1].get('threshold', THRESHOLD) if history else THRESHOLD
     fig, ax = plt.subplots(figsize=(11, 5.5), dpi=100)
     xs = list(range(len(history)))
-    for name, values in table.items():
+    styles = ('-', '--', ':', '-.')
+    for n, (name, values) in enumerate(table.items()):
         pts = [(x, 100 * v) for x, v in zip(xs, values, strict=True) if v is not None]
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', markersize=3, linewidth=1, label=name)
+        if pts:   # ten colours, then the next line style: no two kernels look alike
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', markersize=3, linewidth=1,
+                    linestyle=styles[(n // 10) % len(styles)], color=f'C{n % 10}', label=name)
     ax.axhline(100 * threshold, color='red', linestyle='--', linewidth=1.2, label=f'gate limit +{threshold:.0%}')
     ax.axhline(0, color='black', linewidth=0.6)
     ax.set_xticks(xs)
