@@ -266,7 +266,7 @@ def baseline_ratio(data: dict[str, Any] | None, kernel: str) -> float | None:
 
 # ----------------------------------------------------------------------------- measuring
 def reference_name(kernel: _kernels.Kernel) -> str:
-    return 'np.matmul, same GEMM shapes' if kernel.kind == 'gemm' else 'same-size ufunc'
+    return kernel.reference or ('np.matmul, same GEMM shapes' if kernel.kind == 'gemm' else 'same-size ufunc')
 
 
 BUILDS = 3            # fresh builds per measurement, their pairs pooled
@@ -371,6 +371,8 @@ def update_baselines(names: Sequence[str] | None = None, path: Path = BASELINES,
             'kind': kernel.kind,
             'reference': reference_name(kernel),
             'shape': list(kernel.shape),
+            'git_commit': git_commit(),
+            'recorded': _now(),
         }
         print(f'  {kernel.name:<20} baseline {median:7.3f}  (measured {", ".join(f"{r:.3f}" for r in ratios)})',
               file=out, flush=True)
@@ -436,7 +438,7 @@ def list_kernels(path: Path = BASELINES, out=sys.stdout) -> None:
         state = 'gated' if k.gated else 'bench only'
         missing = k.missing()
         print(f'  {k.name:<20} {k.kind:<6} {state:<10} baseline {base if base else "-":<7} '
-              f'{missing or k.note}', file=out)
+              f'{missing or k.note}; reference: {reference_name(k)}', file=out)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -90,6 +90,7 @@ class Kernel:
     factory: Callable[[tuple[int, ...]], Callable[[np.random.Generator], Bound]]
     gated: bool = True
     note: str = ''
+    reference: str = ''
 
     def missing(self) -> str | None:
         """Why this kernel cannot run yet (its layer has not landed), or None."""
@@ -282,7 +283,7 @@ def attention_gemm(which: str, shape: tuple[int, ...]) -> Callable[[np.random.Ge
     return build
 
 
-CONV2D_GATE = (2, 16, 16, 16, 32, 3)  # [B, H, W, Cin] -> Cout, kernel 3x3, padding 1
+CONV2D_GATE = (4, 32, 32, 16, 32, 3)  # [B, H, W, Cin] -> Cout, kernel 3x3, padding 1 (the target's spatial size)
 CONV2D_BENCH = (8, 32, 32, 16, 32, 3)
 
 
@@ -296,11 +297,16 @@ def conv2d(phase: str, shape: tuple[int, ...]) -> Callable[[np.random.Generator]
         m, kk = B * H * W, K * K * cin
         if phase == 'forward':
             limit, flops = matmul_limit(((m, kk), (kk, cout)))
-            src = gaussian(rng, (m, kk))
-            dst = aligned(np.empty_like(src))
+            p = K // 2
+            xp = aligned(np.zeros((B, H + 2 * p, W + 2 * p, cin), F32))
+            cols = aligned(np.empty((B, H, W, K, K, cin), F32))
+            s = xp.strides
+            windows = np.lib.stride_tricks.as_strided(xp, (B, H, W, K, K, cin), (*s[:3], s[1], s[2], s[3]),
+                                                      writeable=False)
 
-            def reference():   # the im2col copy (a same-size np.copyto) and the GEMM
-                np.copyto(dst, src)
+            def reference():   # the textbook im2col: pad, copy the windows, one GEMM of the same shape
+                xp[:, p:p + H, p:p + W] = x
+                np.copyto(cols, windows)
                 limit()
             return Bound(run=lambda: layer.forward(x), reference=reference, limit=limit, work=flops,
                          limit_work=flops, layer=layer, x=x)
@@ -380,8 +386,21 @@ _ACTIVATIONS = [
 
 
 def _catalogue() -> list[Kernel]:
+    refs = {
+        'dense.forward': 'np.matmul, the same GEMM', 'dense.backward': 'np.matmul, the same two GEMMs',
+        'conv2d.forward': 'textbook im2col: pad, copy the windows, np.matmul of the same shape',
+        'conv2d.backward': 'np.matmul of the GEMM shapes it runs (dW, one dx GEMM per tap)',
+        'relu.forward': 'np.maximum(x, 0)', 'leaky_relu.forward': 'np.maximum(x, 0)',
+        'relu.backward': 'dy * (x > 0)', 'leaky_relu.backward': 'dy * (x > 0)',
+        'sigmoid.forward': 'np.exp(x)', 'gelu.forward': 'np.exp(x)', 'softmax.forward': 'np.exp(x)',
+        'tanh.forward': 'np.tanh(x)', 'softmax.backward': 'dy - x[..., :1] (broadcast)',
+        'layernorm.forward': 'textbook LayerNorm', 'layernorm.backward': 'textbook LayerNorm backward',
+        'adam.step': 'textbook Adam step',
+    }
+
     def k(name, kind, needs, phase, shape, bench_shape, factory, gated=True, note=''):
-        return Kernel(name, kind, needs, phase, tuple(shape), tuple(bench_shape), factory, gated, note)
+        ref = refs.get(name, 'np.multiply(x, dy)' if phase == 'backward' else 'np.matmul, the same GEMM')
+        return Kernel(name, kind, needs, phase, tuple(shape), tuple(bench_shape), factory, gated, note, ref)
 
     kernels = [
         k('dense.forward', 'gemm', 'Dense', 'forward', DENSE_GATE, DENSE_BENCH, lambda s: dense('forward', s),
