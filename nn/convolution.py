@@ -9,22 +9,26 @@ positions, and, per output position (h, w)::
 
 where xp is x zero-padded by p on both sides of each spatial axis.
 
-Implementation (im2col + one GEMM). The patches of xp are a strided *view*
-``[B, H', W', Kh, Kw, Cin]`` (`as_strided`, no Python loop over output positions);
-one copy makes them the contiguous matrix ``cols [N, Kh*Kw*Cin]`` (N = B*H'*W') and
-forward is one GEMM ``cols @ W.reshape(Kh*Kw*Cin, Cout)``. Backward, with
-``dy2 = dy.reshape(N, Cout)``::
+Implementation (im2col + one GEMM). The patches of x are copied into the contiguous
+matrix ``cols [N, Kh*Kw*Cin]`` (N = B*H'*W') through strided *views* (no Python loop
+over output positions) and forward is one GEMM ``cols @ W.reshape(Kh*Kw*Cin, Cout)``.
+No padded copy of x is made: the interior windows (all taps inside x) are one strided
+view of x itself; the (at most four) border strips of the output grid read small
+zero-padded copies of the rows/columns of x they need, placed in y's memory before the
+GEMM overwrites it (`_Conv._patches`). Backward, with ``dy2 = dy.reshape(N, Cout)``::
 
     dW = cols^T @ dy2                       (one GEMM, reusing the cached cols)
     db = sum_N dy2
     dx[b, h*sh + i*dh - ph, w*sw + j*dw - pw, :] += (dy2 @ W[i, j]^T)[b, h, w, :]
 
 dx is the transposed scatter: a loop over the Kh*Kw kernel *taps* (never over
-positions), each one GEMM ``dy2 @ W[i, j]^T``. For stride 1 each tap's update is
-one contiguous block of dx on the padded grid flattened to rows, so the GEMM
-accumulates straight into it (BLAS beta = 1, `_Conv._dx_stride1`). Otherwise the
-GEMM writes a reused ``[N, Cin]`` buffer and one strided add puts it into the
-rows of dx that tap reaches (clipped at the padding, so no padded dx buffer).
+positions), each one GEMM ``dy2 @ W[i, j]^T``. For stride 1 with an output of the
+input's size, flattening dx and dy to rows makes each tap's update one contiguous block
+of dx, so the GEMM accumulates straight into dx (BLAS beta = 1); the rows the flat
+shift wraps into a neighbouring row or image (the tap's border strips) are saved before
+and written back after it (`_Conv._dx_same`). Otherwise the GEMM writes a small buffer
+(a block of whole images, <= 8192 values unless one image is larger) and one strided add
+puts it into the rows of dx that tap reaches (clipped at the padding, so no padded dx).
 
 Choices, measured on [8,32,32,16] -> 32, 3x3, padding 1, float32, one thread,
 forward + backward (torch 2.13 takes 7-9 ms wall there; the GEMMs are ~3/4 of ours):
@@ -40,13 +44,18 @@ forward + backward (torch 2.13 takes 7-9 ms wall there; the GEMMs are ~3/4 of ou
   ~2.7x slower than with a contiguous copy (kept); W2 in Fortran order and
   dW as ``(dy2^T @ cols)^T`` are each ~10% faster; db as a GEMV with ones
   ~8x faster than ``sum(axis=0)``;
-- tried and not kept: processing the batch in cache-sized blocks (2-5%, not
-  worth a loop);
+- processing the batch in cache-sized blocks gained only 2-5% in speed; the general
+  dx path blocks its tap buffer over images anyway, to keep it O(1) in memory;
 - dx as a transposed convolution through im2col of dy would need a
   ``K*K x output`` buffer, larger than the input's when Cout > Cin.
-Memory: the cache holds ``cols`` (K*K x the input, the "one im2col buffer"),
-so backward does not rebuild it; besides it, forward and backward allocate only
-O(input + output) (the padded x; dy and dx on the padded grid).
+- forward's bias: ``y = b`` (broadcast copy) then the GEMM with beta = 1, rather than
+  ``y += b`` afterwards (which took ~110 us and a 32 KiB NumPy buffer there).
+Memory: the cache holds ``cols`` (K*K x the input, the "one im2col buffer"), so backward
+does not rebuild it; besides it, forward and backward allocate no copy of x, dy or dx,
+only small temporaries: the tap's border strips of dx (B*C*(H*|oj| + W*|oi|) values,
+32 KiB here), or the per-tap GEMM block, W-sized copies, NumPy's small ufunc buffers. Measured on the shape
+above (tracemalloc, tools/time_conv.py): 4.55 MiB beyond the results, 1.01 im2col buffers
+(4.50 MiB); before (padded x, dy and dx) it was 5.70 MiB, 1.27 buffers.
 Threads: SciPy's BLAS is a second OpenBLAS, loaded by ``import nn`` (scipy.special);
 a threadpoolctl limit set after ``import nn`` covers both, OPENBLAS_NUM_THREADS too.
 """
@@ -114,8 +123,8 @@ def _strided(a: np.ndarray, start: tuple[int, ...], shape: tuple[int, ...], stri
     return as_strided(a[tuple(slice(i, None) for i in start)], shape, strides, writeable=False)
 
 
-#: Elements of the per-tap buffer of the general dx path (128 KiB of float32).
-_TAP_BLOCK = 1 << 15
+#: Elements of the per-tap buffer of the general dx path (32 KiB of float32).
+_TAP_BLOCK = 1 << 13
 
 
 class _Conv(Layer):
@@ -200,11 +209,25 @@ class _Conv(Layer):
         # y is not computed yet: its memory holds the small padded strips of x the im2col
         # border needs (when it is big enough), so they cost no memory of their own.
         cols = self._patches(x4, Ho, Wo, y.reshape(-1) if y.dtype == x4.dtype else None)
-        # W2 in Fortran order (a copy of the small weight): OpenBLAS runs this thin-N GEMM
-        # ~10-20% faster than with the C-ordered W2.
-        np.matmul(cols, np.asfortranarray(W4.reshape(-1, self.out_channels)), out=y)
-        if self.use_bias:
-            y += self.get_parameter('b')
+        W2 = W4.reshape(-1, self.out_channels)
+        if self.use_bias and x4.dtype == W4.dtype == self.get_parameter('b').dtype \
+                and x4.dtype in (np.float32, np.float64) and B > 0:
+            # y = b, then one BLAS GEMM with beta = 1 adds cols @ W2 (as y^T += W2^T cols^T,
+            # all Fortran views: no copy). `y += b` afterwards took ~110 us and a 32 KiB
+            # NumPy buffer here; the broadcast copy takes ~85 us and none.
+            from scipy.linalg import blas  # lazily: `import nn` does not pay for scipy.linalg
+
+            np.copyto(y, self.get_parameter('b'))
+            out = blas.get_blas_funcs('gemm', dtype=x4.dtype)(1.0, W2.T, cols.T, beta=1.0, c=y.T,
+                                                               overwrite_c=True)
+            if not np.may_share_memory(out, y):                     # the wrapper copied: write back
+                y.T[...] = out
+        else:
+            # W2 in Fortran order (a copy of the small weight): OpenBLAS runs this thin-N GEMM
+            # ~10-20% faster than with the C-ordered W2.
+            np.matmul(cols, np.asfortranarray(W2), out=y)
+            if self.use_bias:
+                y += self.get_parameter('b')
         return y.reshape(B, Ho, Wo, self.out_channels), cols
 
     def _backward4(self, x4: np.ndarray, cols: np.ndarray, W4: np.ndarray, dy4: np.ndarray,
@@ -215,8 +238,8 @@ class _Conv(Layer):
         dy2 = dy4.reshape(-1, self.out_channels)
         # (dy2^T @ cols)^T rather than cols^T @ dy2: the same GEMM, ~10% faster in OpenBLAS here.
         dW = (dy2.T @ cols).T
-        W_shape = self.get_parameter('W').shape
-        self.accumulate(gradients, 'W', dW.reshape(W_shape))
+        self.accumulate(gradients, 'W', dW.reshape(self.get_parameter('W').shape))    # a copy (dW is F-ordered)
+        del dW
         if self.use_bias:
             # Column sums as a GEMV: ~8x faster than dy2.sum(axis=0) on [8192, 32] here.
             self.accumulate(gradients, 'b', np.ones(dy2.shape[0], dtype=dy2.dtype) @ dy2)
@@ -244,14 +267,20 @@ class _Conv(Layer):
         per_image = Ho * Wo
         nb = max(1, min(B, _TAP_BLOCK // max(1, per_image * C)))
         tap = np.empty((nb * per_image, C), dtype=np.result_type(dy2, W4))
-        for b0 in range(0, B, nb):
-            b1 = min(B, b0 + nb)
-            tap2 = tap[:(b1 - b0) * per_image]
-            tap4 = tap2.reshape(b1 - b0, Ho, Wo, C)
-            dy_block = dy2[b0 * per_image:b1 * per_image]
-            for WT_ij, (hs, ws), (rs, cs) in taps:
-                np.matmul(dy_block, WT_ij, out=tap2)
-                dx[b0:b1, rs, cs] += tap4[:, hs, ws]
+        # The strided adds run with a 1024-element ufunc buffer: NumPy's default (8192) made
+        # each add allocate 2 x 32 KiB (float32), no faster.
+        bufsize = np.setbufsize(1024)
+        try:
+            for b0 in range(0, B, nb):
+                b1 = min(B, b0 + nb)
+                tap2 = tap[:(b1 - b0) * per_image]
+                tap4 = tap2.reshape(b1 - b0, Ho, Wo, C)
+                dy_block = dy2[b0 * per_image:b1 * per_image]
+                for WT_ij, (hs, ws), (rs, cs) in taps:
+                    np.matmul(dy_block, WT_ij, out=tap2)
+                    dx[b0:b1, rs, cs] += tap4[:, hs, ws]
+        finally:
+            np.setbufsize(bufsize)
         return dx
 
     def _dx_same(self, x4: np.ndarray, W4: np.ndarray, dy2: np.ndarray) -> np.ndarray:
