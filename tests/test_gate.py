@@ -140,6 +140,19 @@ def test_remeasurements_wait_for_the_rest_of_the_pass():
     assert [v.status for v in verdicts] == ['FAIL', 'pass', 'pass']
 
 
+def test_remeasurements_go_to_the_batch_remeasurer_when_given():
+    batches = []
+
+    def remeasure(names):
+        batches.append(list(names))
+        return {name: {'a': 1.3, 'c': 1.0}[name] for name in names}
+    verdicts = gate.judge_all([('a', 1.0, scripted([1.5])), ('b', 1.0, scripted([1.0])),
+                               ('c', 1.0, scripted([1.2]))], remeasure=remeasure)
+    assert batches == [['a', 'c'], ['a']]                      # fresh processes measure only the suspects
+    assert [v.status for v in verdicts] == ['FAIL', 'pass', 'pass']
+    assert verdicts[0].ratios == [1.5, 1.3, 1.3]
+
+
 def test_faster_than_baseline_suggests_refreshing_it():
     v = gate.judge('softmax.forward', 2.0, scripted([1.5]))
     assert v.status == 'pass'
