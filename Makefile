@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --run-slow
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest -o addopts="" --benchmark-only --benchmark-group-by=group tests
+	$(BIN)/python -m pytest -o addopts="" -p no:xdist --benchmark-only --benchmark-group-by=group tests/benchmarks
 
 # The performance regression gate: an injected ~25% slowdown must trip it, then every gated
 # kernel's paired ratio vs benchmarks/baselines.json (refresh: python -m benchmarks.gate --update-baseline).
