@@ -37,23 +37,30 @@ def _rand_params(layer: nn.Layer, rng: np.random.Generator) -> nn.Layer:
 CONV2D_GRID = list(itertools.product([(5, 7), (8, 6)], [1, 2, 3, 4, (2, 3)], [1, 2, 3], [0, 1, 2], [1, 2]))
 
 
-@pytest.mark.parametrize('hw, kernel, stride, padding, dilation', CONV2D_GRID,
-                         ids=[f'{h}x{w}-k{k}-s{s}-p{p}-d{d}' for (h, w), k, s, p, d in CONV2D_GRID])
-def test_conv2d_output_size_and_values_match_torch(hw, kernel, stride, padding, dilation, rng):
-    layer = _rand_params(nn.Conv2D(3, 2, kernel, stride=stride, padding=padding, dilation=dilation), rng)
-    x = rng.standard_normal((2, *hw, 3))
-    weight = layout.conv2d_weight(layout.to_torch(layer.parameters()['Conv2D/W']))
+def _check_against_torch(layer, x, torch_conv, to_torch_weight, config):
+    """Output size and values of a channels-last conv vs torch's; a config torch rejects must be
+    rejected by the layer too, with a clear error."""
+    name = type(layer).__name__
+    params = layer.parameters()
+    weight = to_torch_weight(layout.to_torch(params[f'{name}/W']))
     try:
-        expected = F.conv2d(layout.channels_first(layout.to_torch(x)), weight,
-                            layout.to_torch(layer.parameters()['Conv2D/b']),
-                            stride=stride, padding=padding, dilation=dilation)
+        expected = torch_conv(layout.channels_first(layout.to_torch(x)), weight,
+                              layout.to_torch(params[f'{name}/b']), **config)
     except RuntimeError:
-        with pytest.raises(ValueError, match=r"Conv2D 'Conv2D': input expected spatial size"):
+        with pytest.raises(ValueError, match=rf"{name} '{name}': input expected spatial size"):
             layer(x)
         return
     y = layer(x)
     assert y.shape == tuple(layout.channels_last(expected).shape)
     np.testing.assert_allclose(y, layout.to_numpy(layout.channels_last(expected)), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('hw, kernel, stride, padding, dilation', CONV2D_GRID,
+                         ids=[f'{h}x{w}-k{k}-s{s}-p{p}-d{d}' for (h, w), k, s, p, d in CONV2D_GRID])
+def test_conv2d_output_size_and_values_match_torch(hw, kernel, stride, padding, dilation, rng):
+    layer = _rand_params(nn.Conv2D(3, 2, kernel, stride=stride, padding=padding, dilation=dilation), rng)
+    _check_against_torch(layer, rng.standard_normal((2, *hw, 3)), F.conv2d, layout.conv2d_weight,
+                         dict(stride=stride, padding=padding, dilation=dilation))
 
 
 CONV1D_GRID = list(itertools.product([5, 9, 12], [1, 3, 4, 5], [1, 2, 3], [0, 1, 2], [1, 2]))
@@ -63,19 +70,8 @@ CONV1D_GRID = list(itertools.product([5, 9, 12], [1, 3, 4, 5], [1, 2, 3], [0, 1,
                          ids=[f'T{t}-k{k}-s{s}-p{p}-d{d}' for t, k, s, p, d in CONV1D_GRID])
 def test_conv1d_output_size_and_values_match_torch(t, kernel, stride, padding, dilation, rng):
     layer = _rand_params(nn.Conv1D(2, 3, kernel, stride=stride, padding=padding, dilation=dilation), rng)
-    x = rng.standard_normal((2, t, 2))
-    weight = layout.conv1d_weight(layout.to_torch(layer.parameters()['Conv1D/W']))
-    try:
-        expected = F.conv1d(layout.channels_first(layout.to_torch(x)), weight,
-                            layout.to_torch(layer.parameters()['Conv1D/b']),
-                            stride=stride, padding=padding, dilation=dilation)
-    except RuntimeError:
-        with pytest.raises(ValueError, match=r"Conv1D 'Conv1D': input expected spatial size"):
-            layer(x)
-        return
-    y = layer(x)
-    assert y.shape == tuple(layout.channels_last(expected).shape)
-    np.testing.assert_allclose(y, layout.to_numpy(layout.channels_last(expected)), rtol=1e-10, atol=1e-12)
+    _check_against_torch(layer, rng.standard_normal((2, t, 2)), F.conv1d, layout.conv1d_weight,
+                         dict(stride=stride, padding=padding, dilation=dilation))
 
 
 POOL_GRID = list(itertools.product(['max', 'avg'], [(5, 7), (8, 6)], [1, 2, 3, 4, (2, 3)],
