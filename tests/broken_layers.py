@@ -69,6 +69,12 @@ class SoftmaxJacobianIndexBug(nn.Softmax):
         return s * dy - s * s * dy.sum(axis=self.dim, keepdims=True)   # BUG: s_i s_i for s_i s_j
 
 
+def _xhat(layer: nn.LayerNorm, x: np.ndarray, cache: Cache) -> tuple[np.ndarray, np.ndarray]:
+    """(xhat [N, D], rstd [N, 1]) rebuilt from LayerNorm's cache (it keeps only mean and rstd)."""
+    rstd = cache['rstd'][:, None]
+    return (x.reshape(-1, layer.size) - cache['mean'][:, None]) * rstd, rstd
+
+
 class LayerNormScaleOneBug(nn.LayerNorm):
     """The original's LayerNorm backward: dx is right only when scale is 1.
 
@@ -82,7 +88,7 @@ class LayerNormScaleOneBug(nn.LayerNorm):
 
     def backward_impl(self, x, cache: Cache, backwards_gradient, gradients: Parameters):
         super().backward_impl(x, cache, backwards_gradient, gradients)   # dscale, dshift: right
-        xhat, rstd = cache['xhat'], cache['rstd']
+        xhat, rstd = _xhat(self, x, cache)
         g = backwards_gradient.reshape(-1, self.size)                    # BUG: not multiplied by scale
         dx = g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).mean(axis=1, keepdims=True)
         return (dx * rstd).reshape(x.shape)
@@ -351,7 +357,7 @@ class LayerNormMeansOverBatch(nn.LayerNorm):
 
     def backward_impl(self, x, cache: Cache, backwards_gradient, gradients: Parameters):
         super().backward_impl(x, cache, backwards_gradient, gradients)     # dscale, dshift: right
-        xhat, rstd = cache['xhat'], cache['rstd']
+        xhat, rstd = _xhat(self, x, cache)
         g = backwards_gradient.reshape(-1, self.size) * self.get_parameter('scale')
         dx = g - g.mean(axis=0, keepdims=True) - xhat * (g * xhat).mean(axis=0, keepdims=True)   # BUG: axis 0
         return (dx * rstd).reshape(x.shape)
