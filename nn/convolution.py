@@ -116,7 +116,7 @@ def _strided(a: np.ndarray, start: tuple[int, ...], shape: tuple[int, ...], stri
     """A read-only strided view of `a`'s memory from element ``a[start]`` on (built with the
     ndarray constructor when `a` is contiguous: `as_strided` costs ~10 us a call)."""
     if a.flags.c_contiguous:
-        offset = sum(i * s for i, s in zip(start, a.strides))
+        offset = sum(i * s for i, s in zip(start, a.strides, strict=True))
         view = np.ndarray(shape, a.dtype, buffer=a, offset=offset, strides=strides)
         view.flags.writeable = False
         return view
