@@ -1,7 +1,7 @@
 """LayerNorm's row blocks: forward and backward agree with torch however the rows are split.
 
-LayerNorm runs its passes over blocks of rows (`nn.normalization._BLOCK_VALUES`
-values each) so that they stay in cache, and its backward rebuilds the centred
+LayerNorm runs its passes over blocks of rows (`nn.normalization._BLOCK_BYTES`
+bytes each) so that they stay in cache, and its backward rebuilds the centred
 rows from x and the cached (mean, rstd). The registry's cases are small enough
 to fit in one block; here the block is shrunk so that the same small inputs
 span many blocks, including a last, shorter one, and a block of one row. The
@@ -46,7 +46,7 @@ def _nn_layer_norm(layer: nn.LayerNorm, x: np.ndarray, dy: np.ndarray):
 @pytest.mark.parametrize('dtype', [np.float64, np.float32], ids=['float64', 'float32'])
 @pytest.mark.parametrize('rows_per_block', [1, 4, 7, 32, 33, 1000])
 def test_blocks_match_torch(monkeypatch, rng, dtype, rows_per_block):
-    monkeypatch.setattr(nn.normalization, '_BLOCK_VALUES', rows_per_block * SIZE)
+    monkeypatch.setattr(nn.normalization, '_BLOCK_BYTES', rows_per_block * SIZE * np.dtype(dtype).itemsize)
     layer = randomize(nn.LayerNorm(SIZE), rng).astype(dtype)
     x = (rng.standard_normal(SHAPE) * 1.7 + 0.4).astype(dtype)
     dy = rng.standard_normal(SHAPE).astype(dtype)
@@ -62,7 +62,7 @@ def test_block_split_changes_only_rounding(monkeypatch, rng):
     layer = randomize(nn.LayerNorm(SIZE), rng).astype(np.float64)
     x, dy = rng.standard_normal(SHAPE), rng.standard_normal(SHAPE)
     one = _nn_layer_norm(layer, x, dy)
-    monkeypatch.setattr(nn.normalization, '_BLOCK_VALUES', 5 * SIZE)
+    monkeypatch.setattr(nn.normalization, '_BLOCK_BYTES', 5 * SIZE * 8)
     for got, expected in zip(_nn_layer_norm(layer, x, dy), one, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-14)
 
