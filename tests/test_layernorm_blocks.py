@@ -1,12 +1,14 @@
 """LayerNorm's row blocks: forward and backward agree with torch however the rows are split.
 
-LayerNorm runs its passes over blocks of rows (`nn.normalization._BLOCK_BYTES`
-bytes each) so that they stay in cache, and its backward rebuilds the centred
-rows from x and the cached (mean, rstd). The registry's cases are small enough
-to fit in one block; here the block is shrunk so that the same small inputs
-span many blocks, including a last, shorter one, and a block of one row. The
-parameter gradients are summed across blocks, so a block dropped, repeated or
-misaligned shows up in them as well as in dx.
+LayerNorm runs its passes over blocks of rows (`nn.normalization._block_rows`
+rows each, from `_BLOCK_BYTES`) so that they stay in cache, and its backward
+rebuilds the centred rows from x and the cached (mean, rstd). The registry's
+cases are small enough to fit in one block; here the block is shrunk so that
+the same cases span many blocks, including a last, shorter one, and blocks of
+one row, and they go through the harness's own forward and backward checks
+(torch mirror, the case's tolerances). The parameter gradients are summed
+across blocks, so a block dropped, repeated or misaligned shows up in them as
+well as in dx.
 """
 
 from __future__ import annotations
@@ -16,53 +18,52 @@ import pytest
 
 import nn
 import nn.normalization
-from reference import layout
-from reference.registry import DEFAULT_TOL, randomize
+from reference import checks, layout
+from reference.mirrors import torch_forward
+from reference.registry import CASES, randomize
 
 torch = pytest.importorskip('torch')
 
 pytestmark = pytest.mark.torch
 
-SIZE = 24
-SHAPE = (3, 11, SIZE)                         # 33 rows
+LAYER_NORM_CASES = [case for case in CASES if case.layer is nn.LayerNorm]
 
 
-def _torch_layer_norm(layer: nn.LayerNorm, x: np.ndarray, dy: np.ndarray):
-    params = layout.params_to_torch(layer.parameters(), requires_grad=True)
-    scale, shift = params['LayerNorm/scale'], params['LayerNorm/shift']
-    xt = layout.to_torch(x, requires_grad=True)
-    yt = torch.nn.functional.layer_norm(xt, (layer.size,), scale, shift, eps=layer.eps)
-    grads = torch.autograd.grad(yt, (xt, scale, shift), layout.to_torch(dy))
-    return [layout.to_numpy(t) for t in (yt, *grads)]
+def _split_rows(monkeypatch, rows: int) -> None:
+    monkeypatch.setattr(nn.normalization, '_block_rows', lambda size, dtype: rows)
 
 
-def _nn_layer_norm(layer: nn.LayerNorm, x: np.ndarray, dy: np.ndarray):
+@pytest.mark.parametrize('dtype', ['float64', 'float32'])
+@pytest.mark.parametrize('rows_per_block', [1, 5, 1000])
+@pytest.mark.parametrize('case', LAYER_NORM_CASES, ids=lambda c: c.id)
+def test_blocks_match_torch(monkeypatch, case, rows_per_block, dtype):
+    _split_rows(monkeypatch, rows_per_block)
+    checks.check_forward(case, dtype)
+    checks.check_backward(case, dtype)
+
+
+def _nn_layer_norm(layer: nn.LayerNorm, x: np.ndarray, dy: np.ndarray) -> list[np.ndarray]:
     y, cache = layer.forward(x)
     grads: dict[str, np.ndarray] = {}
     dx = layer.backward(x, cache, dy, grads)
-    return [y, dx, grads['LayerNorm/scale'], grads['LayerNorm/shift']]
+    return [y, dx, *(grads[key] for key in layer.parameters())]
 
 
-@pytest.mark.parametrize('dtype', [np.float64, np.float32], ids=['float64', 'float32'])
-@pytest.mark.parametrize('rows_per_block', [1, 4, 7, 32, 33, 1000])
-def test_blocks_match_torch(monkeypatch, rng, dtype, rows_per_block):
-    monkeypatch.setattr(nn.normalization, '_BLOCK_BYTES', rows_per_block * SIZE * np.dtype(dtype).itemsize)
-    layer = randomize(nn.LayerNorm(SIZE), rng).astype(dtype)
-    x = (rng.standard_normal(SHAPE) * 1.7 + 0.4).astype(dtype)
-    dy = rng.standard_normal(SHAPE).astype(dtype)
-    tol = DEFAULT_TOL[np.dtype(dtype).name]
-    for name, got, expected in zip(['y', 'dx', 'dscale', 'dshift'], _nn_layer_norm(layer, x, dy),
-                                   _torch_layer_norm(layer, x, dy), strict=True):
-        assert got.dtype == dtype, name
-        np.testing.assert_allclose(got, expected, rtol=tol.rtol, atol=tol.atol, err_msg=name)
+def _torch_layer_norm(layer: nn.LayerNorm, x: np.ndarray, dy: np.ndarray) -> list[np.ndarray]:
+    """Output, dx and the parameter gradients from the harness's torch mirror."""
+    params = layout.params_to_torch(layer.parameters())
+    x_t = layout.to_torch(x, requires_grad=True)
+    y_t = torch_forward(layer, params, x_t)
+    grads = torch.autograd.grad(y_t, (x_t, *params.values()), layout.to_torch(dy))
+    return [layout.to_numpy(t) for t in (y_t, *grads)]
 
 
 def test_block_split_changes_only_rounding(monkeypatch, rng):
     """Many blocks against one block, float64: the same numbers up to summation order."""
-    layer = randomize(nn.LayerNorm(SIZE), rng).astype(np.float64)
-    x, dy = rng.standard_normal(SHAPE), rng.standard_normal(SHAPE)
+    layer = randomize(nn.LayerNorm(24), rng).astype(np.float64)
+    x, dy = rng.standard_normal((3, 11, 24)), rng.standard_normal((3, 11, 24))
     one = _nn_layer_norm(layer, x, dy)
-    monkeypatch.setattr(nn.normalization, '_BLOCK_BYTES', 5 * SIZE * 8)
+    _split_rows(monkeypatch, 5)
     for got, expected in zip(_nn_layer_norm(layer, x, dy), one, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-14)
 
@@ -76,8 +77,8 @@ def test_large_mean_as_accurate_as_torch(rng):
     twice torch's. The one-pass variance ``mean(x**2) - mean**2`` would lose every
     digit here, and a dscale summed from uncentred ``dy * x`` fails this at ~6x torch's error.
     """
-    shape = (4, 101, SIZE)          # one block of rows, enough that sums of uncentred terms would show
-    layer = randomize(nn.LayerNorm(SIZE), rng).astype(np.float32)
+    shape = (4, 101, 24)            # one block of rows, enough that sums of uncentred terms would show
+    layer = randomize(nn.LayerNorm(24), rng).astype(np.float32)
     x = (rng.standard_normal(shape) + 1000.0).astype(np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
     exact = _torch_layer_norm(layer.astype(np.float64), x.astype(np.float64), dy.astype(np.float64))
@@ -85,4 +86,5 @@ def test_large_mean_as_accurate_as_torch(rng):
     for name, got, torch32, want in zip(['y', 'dx', 'dscale', 'dshift'], _nn_layer_norm(layer, x, dy),
                                         _torch_layer_norm(layer, x, dy), exact, strict=True):
         ours, theirs = np.abs(got - want).max(), np.abs(torch32 - want).max()
+        # The 1e-6 term (float32 rounding of the largest value) only matters if torch happened to be exact.
         assert ours <= 2 * theirs + 1e-6 * np.abs(want).max(), f'{name}: error {ours:.2e}, torch float32 {theirs:.2e}'
