@@ -3,7 +3,8 @@
 For Sigmoid, GELU, Softmax and LayerNorm (forward + backward, float32, the issue's
 shapes) this times, paired against torch's forward + autograd backward on one thread:
 
-- ``nn``: the layer itself;
+- ``nn``: the layer itself, built as the speed-target benchmark builds it
+  (`benchmarks.torch_side.target_pair`: random parameters, the same torch side);
 - ``floor``: work no NumPy formulation can skip, each part a single ufunc or BLAS call:
   - Sigmoid, GELU, Softmax: one ``np.exp`` over the input (each needs at least one
     exponential per element) plus one multiplication (the backward's ``dy * ...``);
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import zlib
 from collections.abc import Callable
 
 for _var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
@@ -32,26 +34,8 @@ for _var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'):
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
-import nn  # noqa: E402
-from benchmarks import timing  # noqa: E402
-from reference.registry import randomize  # noqa: E402
-
-
-def _nn(layer: nn.Layer, x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
-    def run():
-        y, cache = layer.forward(x)
-        return layer.backward(x, cache, dy, {})
-    return run
-
-
-def _torch(fn: Callable[..., torch.Tensor], x: np.ndarray, dy: np.ndarray, *params: np.ndarray):
-    xt = torch.from_numpy(x).requires_grad_()
-    pt = [torch.from_numpy(p).requires_grad_() for p in params]
-    dyt = torch.from_numpy(dy)
-    return lambda: torch.autograd.grad(fn(xt, *pt), (xt, *pt), dyt)
+from benchmarks import timing, torch_side  # noqa: E402
 
 
 def _exp_floor(x: np.ndarray, dy: np.ndarray) -> Callable[[], object]:
@@ -75,38 +59,30 @@ def _one_pass(x: np.ndarray) -> Callable[[], object]:
     return lambda: np.multiply(x, x, out=out)
 
 
+#: target name -> the floor under it.
+FLOORS: dict[str, Callable[[np.ndarray, np.ndarray], Callable[[], object]]] = {
+    'sigmoid': _exp_floor, 'gelu': _exp_floor, 'softmax': _exp_floor, 'layernorm': _memory_floor}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--budget', type=float, default=2.0, help='seconds per paired ratio')
     args = parser.parse_args()
     timing.steady_allocator()
-    rng = np.random.default_rng(0)
-
-    def data(*shape):
-        return (rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32))
-
-    rows = []
-    x, dy = data(1024, 1024)
-    rows.append(('Sigmoid [1024, 1024]', _nn(nn.Sigmoid(), x, dy), _torch(torch.sigmoid, x, dy),
-                 _exp_floor(x, dy), x))
-    x, dy = data(1024, 1024)
-    rows.append(("GELU('none') [1024, 1024]", _nn(nn.GELU(), x, dy), _torch(F.gelu, x, dy), _exp_floor(x, dy), x))
-    x, dy = data(64, 128, 128)
-    rows.append(('Softmax [64, 128, 128]', _nn(nn.Softmax(), x, dy), _torch(lambda t: t.softmax(-1), x, dy),
-                 _exp_floor(x, dy), x))
-    x, dy = data(64, 128, 512)
-    ln = randomize(nn.LayerNorm(512), rng)
-    scale, shift = ln.get_parameter('scale'), ln.get_parameter('shift')
-    rows.append(('LayerNorm(512) [64, 128, 512]', _nn(ln, x, dy),
-                 _torch(lambda t, g, b: F.layer_norm(t, (512,), g, b), x, dy, scale, shift),
-                 _memory_floor(x, dy), x))
-
     print('paired ratios to torch forward + backward (one thread each, float32):')
     print(f'{"target":32s} {"nn":>6s} {"floor":>6s} {"pass":>6s}')
     with timing.pinned():
-        for name, ours, theirs, floor, x in rows:
-            ratios = [timing.paired_ratio(fn, theirs, budget=args.budget, min_sample=1e-2)[0]
-                      for fn in (ours, floor, _one_pass(x))]
+        for target in torch_side.TARGETS:
+            if target.name not in FLOORS:
+                continue
+            rng = np.random.default_rng(zlib.crc32(target.name.encode()))
+            pair, reason = torch_side.target_pair(target, rng)
+            if reason:
+                raise SystemExit(reason)
+            x, dy = (rng.standard_normal(target.shape, dtype=np.float32) for _ in range(2))
+            ratios = [timing.paired_ratio(fn, pair.torch, budget=args.budget, min_sample=1e-2)[0]
+                      for fn in (pair.nn, FLOORS[target.name](x, dy), _one_pass(x))]
+            name = f'{target.needs} {list(target.shape)}'
             print(f'{name:32s} ' + ' '.join(f'{r:6.2f}' for r in ratios), flush=True)
 
 
